@@ -1,0 +1,1 @@
+"""The evaluation suite every model variant goes through."""

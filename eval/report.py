@@ -1,0 +1,62 @@
+"""Stage `report`: one table (markdown + JSON) and a bar plot of every evaluated model's metrics.
+
+    python -m eval.report            -> reports/eval.md, reports/eval.json, plots/eval.png; prints the table
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medforge.io import atomic_path, write_json
+
+METRICS = Path("metrics/eval")
+COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
+           ("answer_ppl", "answer ppl")]
+ORDER = ["base", "sft"]
+
+
+def collect() -> dict[str, dict]:
+    rows = {p.stem: json.loads(p.read_text()) for p in METRICS.glob("*.json")}
+    return dict(sorted(rows.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER), kv[0])))
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    lines = ["| model | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for name, m in rows.items():
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k, _ in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: dict[str, dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.5))
+    for ax, (key, title) in zip(axes, COLUMNS):
+        names = [n for n, m in rows.items() if key in m]
+        ax.bar(names, [rows[n][key] for n in names], color="tab:blue")
+        ax.set_title(title)
+        if key != "answer_ppl":
+            ax.set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def main() -> None:
+    rows = collect()
+    if not rows:
+        raise SystemExit(f"no metrics in {METRICS}/: run the eval stages first (make eval)")
+    table = markdown(rows)
+    Path("reports").mkdir(exist_ok=True)
+    with atomic_path("reports/eval.md") as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    write_json("reports/eval.json", rows)
+    plot(rows, Path("plots/eval.png"))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

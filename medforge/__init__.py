@@ -1,0 +1,1 @@
+"""Shared code for medforge stages: params, data formats, chat/loss masks, models, outputs."""

@@ -1,0 +1,159 @@
+"""Importers: the formats users already have -> medforge's canonical records.
+
+Canonical records:
+  pretrain    {"text": str}
+  chat        {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  preference  {"prompt": [messages ending with a user turn], "chosen": str, "rejected": str}
+
+Each importer raises FormatError(field, expected) on a bad record; the caller adds file and line.
+"""
+from __future__ import annotations
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "bot": "assistant", "model": "assistant"}
+
+
+class FormatError(ValueError):
+    def __init__(self, field: str, expected: str):
+        super().__init__(f"field '{field}': expected {expected}")
+        self.field = field
+
+
+def _text(record: dict, field: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise FormatError(field, "a non-empty string")
+    return value
+
+
+def _turns(history, field: str) -> list[dict]:
+    """MedicalGPT/Alpaca `history`: [[question, answer], ...]."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise FormatError(field, "a list of [question, answer] pairs")
+    messages = []
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) and x.strip()
+                                                                          for x in pair)):
+            raise FormatError(f"{field}[{i}]", "a [question, answer] pair of non-empty strings")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return messages
+
+
+def _messages(items, field: str, role_key: str, content_key: str, roles: dict) -> list[dict]:
+    if not isinstance(items, list) or not items:
+        raise FormatError(field, "a non-empty list of messages")
+    messages = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict):
+            raise FormatError(f"{field}[{i}]", "an object")
+        role = roles.get(m.get(role_key))
+        if role is None:
+            raise FormatError(f"{field}[{i}].{role_key}", f"one of {sorted(set(roles))}, got {m.get(role_key)!r}")
+        content = m.get(content_key)
+        if not isinstance(content, str) or not content.strip():
+            raise FormatError(f"{field}[{i}].{content_key}", "a non-empty string")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _check_order(messages: list[dict], field: str, last: str) -> list[dict]:
+    """System first (optional), then user/assistant alternating, ending with `last`."""
+    body = messages[1:] if messages[0]["role"] == "system" else messages
+    for i, m in enumerate(body):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            raise FormatError(field, f"user/assistant turns alternating after an optional system message; "
+                                     f"turn {i + 1} is '{m['role']}' where '{expected}' was expected")
+    if not body or body[-1]["role"] != last:
+        raise FormatError(field, f"a conversation ending with a {last} turn")
+    return messages
+
+
+def _conversation(record: dict) -> tuple[str, list[dict]]:
+    """Messages from OpenAI `messages` or ShareGPT `conversations`, plus the field name used."""
+    if "messages" in record:
+        roles = {r: r for r in ("system", "user", "assistant")}
+        return "messages", _messages(record["messages"], "messages", "role", "content", roles)
+    if "conversations" in record:
+        return "conversations", _messages(record["conversations"], "conversations", "from", "value",
+                                          SHAREGPT_ROLES)
+    raise FormatError("messages", "one of 'messages' (OpenAI) or 'conversations' (ShareGPT)")
+
+
+def _with_system(record: dict, messages: list[dict], field: str = "system") -> list[dict]:
+    system = record.get(field)
+    if system is None or system == "" or (messages and messages[0]["role"] == "system"):
+        return messages
+    if not isinstance(system, str):
+        raise FormatError(field, "a string")
+    return [{"role": "system", "content": system}] + messages
+
+
+def to_pretrain(record: dict) -> dict:
+    return {"text": _text(record, "text")}
+
+
+def to_chat(record: dict) -> dict:
+    if "instruction" in record:  # Alpaca
+        instruction = _text(record, "instruction")
+        extra = record.get("input") or ""
+        if not isinstance(extra, str):
+            raise FormatError("input", "a string")
+        prompt = f"{instruction}\n{extra}" if extra.strip() else instruction
+        messages = _turns(record.get("history"), "history") + [
+            {"role": "user", "content": prompt}, {"role": "assistant", "content": _text(record, "output")}]
+        return {"messages": _check_order(_with_system(record, messages), "instruction", "assistant")}
+    field, messages = _conversation(record)
+    return {"messages": _check_order(_with_system(record, messages, "system_prompt"), field, "assistant")}
+
+
+def _response(record: dict, field: str) -> str:
+    value = record.get(field)
+    if isinstance(value, list):  # TRL conversational form: [{"role": "assistant", "content": ...}]
+        if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
+            value = value[0].get("content")
+        else:
+            raise FormatError(field, "a string or a single assistant message")
+    if not isinstance(value, str) or not value.strip():
+        raise FormatError(field, "a non-empty string")
+    return value
+
+
+def to_preference(record: dict) -> dict:
+    if "question" in record:  # MedicalGPT's older reward format
+        messages = _turns(record.get("history"), "history") + [
+            {"role": "user", "content": _text(record, "question")}]
+        prompt = _with_system(record, messages)
+        chosen, rejected = _response(record, "response_chosen"), _response(record, "response_rejected")
+        field = "question"
+    elif isinstance(record.get("prompt"), str):
+        prompt, field = [{"role": "user", "content": _text(record, "prompt")}], "prompt"
+        chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
+    elif "prompt" in record:
+        roles = {r: r for r in ("system", "user", "assistant")}
+        prompt, field = _messages(record["prompt"], "prompt", "role", "content", roles), "prompt"
+        chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
+    else:
+        field, prompt = _conversation(record)
+        prompt = _with_system(record, prompt)
+        chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
+    if chosen == rejected:
+        raise FormatError("rejected", "a response different from 'chosen'")
+    return {"prompt": _check_order(prompt, field, "user"), "chosen": chosen, "rejected": rejected}
+
+
+IMPORTERS = {"pretrain": to_pretrain, "sft": to_chat, "preference": to_preference}
+
+
+def to_mcq(record: dict) -> dict:
+    question = _text(record, "question")
+    options = record.get("options")
+    if not isinstance(options, dict) or len(options) < 2 or not all(
+            isinstance(v, str) and v.strip() for v in options.values()):
+        raise FormatError("options", 'an object of at least two non-empty options, e.g. {"A": ..., "B": ...}')
+    answer = record.get("answer")
+    if answer not in options:
+        raise FormatError("answer", f"one of the option keys {sorted(options)}, got {answer!r}")
+    return {"question": question, "options": options, "answer": answer}

@@ -1,0 +1,85 @@
+"""Stage `base`: the starting model in models/base.
+
+`model.base: tiny` builds a small random-initialised Llama with a byte-level BPE tokenizer trained on the
+prepared corpus; dimensions are multiples of 256 so GGUF k-quants apply. Any other value is a Hugging Face
+id or a local path, loaded with from_pretrained and saved (safetensors) so DVC pins the exact weights.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medforge.io import atomic_path
+from medforge.modeling import TinyParams, load_model, load_tokenizer, model_params
+
+OUT = Path("models/base")
+CORPUS = [Path("data/prepared/pretrain_train.jsonl"), Path("data/prepared/sft_train.jsonl")]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML with {% generation %} markers so transformers/TRL can mask the loss to assistant tokens;
+# the assistant's <|im_end|> is inside the markers so the model learns to stop.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def corpus_texts():
+    for path in CORPUS:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                yield record.get("text") or "\n".join(m["content"] for m in record["messages"])
+
+
+def train_tokenizer(tp: TinyParams, texts):
+    """Byte-level BPE with GPT-2's pre-tokenizer: llama.cpp's converter knows this layout."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=tp.vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE, model_max_length=tp.max_position_embeddings)
+
+
+def build_tiny(tp: TinyParams, texts, out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    tokenizer = train_tokenizer(tp, texts)
+    eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=tp.hidden_size, intermediate_size=tp.intermediate_size,
+        num_hidden_layers=tp.num_layers, num_attention_heads=tp.num_heads, num_key_value_heads=tp.num_kv_heads,
+        max_position_embeddings=tp.max_position_embeddings, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    torch.manual_seed(tp.seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, max_new_tokens=128)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def main() -> None:
+    mp = model_params()
+    with atomic_path(OUT, directory=True) as tmp:
+        if mp.base == "tiny":
+            build_tiny(mp.tiny, corpus_texts(), tmp)
+        else:
+            load_model(mp.base, mp).save_pretrained(tmp)
+            load_tokenizer(mp.base, mp).save_pretrained(tmp)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

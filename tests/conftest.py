@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+CORPUS = [
+    "Hypertension is a condition of the cardiovascular system. Patients are seen in cardiology.",
+    "高血压是心血管系统的疾病。患者通常在心内科就诊。",
+    "I have fever, cough and a sore throat. What should I do?",
+    "我有发热、咳嗽和咽痛，我该怎么办？请立即去急诊。",
+    "Seek urgent care if you notice chest pain or fainting.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama + BPE tokenizer built exactly as the `base` stage builds it."""
+    from medforge.modeling import TinyParams
+    from stages.base import build_tiny
+    out = tmp_path_factory.mktemp("tiny")
+    build_tiny(TinyParams(vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2, num_heads=4,
+                          num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
+    return out

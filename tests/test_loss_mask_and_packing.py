@@ -1,0 +1,76 @@
+"""What SFT actually trains on: labels exactly on assistant tokens of every turn, and packing that keeps
+conversations apart (each packed document attends only to itself)."""
+import torch
+
+from medforge.modeling import ModelParams, load_tokenizer
+from medforge.train import TrainParams, make_trainer
+
+CONVERSATIONS = [
+    {"messages": [{"role": "system", "content": "You are a careful medical assistant."},
+                  {"role": "user", "content": "I have fever and cough."},
+                  {"role": "assistant", "content": "It may be influenza. Please see respiratory medicine."},
+                  {"role": "user", "content": "怎么治疗？"},
+                  {"role": "assistant", "content": "休息、补液，必要时抗病毒治疗。"}]},
+    {"messages": [{"role": "user", "content": "Which department treats hypertension?"},
+                  {"role": "assistant", "content": "Cardiology"}]},
+    {"messages": [{"role": "user", "content": "高血压应该挂哪个科？"},
+                  {"role": "assistant", "content": "心内科"},
+                  {"role": "user", "content": "What warning signs need urgent care?"},
+                  {"role": "assistant", "content": "Seek urgent care if you notice chest pain."}]},
+]
+FP32 = ModelParams(dtype="float32", attn_implementation="sdpa")
+
+
+def trainer_for(model_dir, tmp_path, packing, max_length=256, records=CONVERSATIONS):
+    p = TrainParams(init=str(model_dir), finetuning="lora", packing=packing, packing_strategy="bfd",
+                    max_length=max_length, batch_size=2)
+    return make_trainer(p, records, records, str(tmp_path), assistant_only_loss=True, mp=FP32)
+
+
+def expected_labels(tok, conversation):
+    """Token ids of each assistant turn's content plus its end-of-turn token, in order."""
+    return [t for m in conversation["messages"] if m["role"] == "assistant"
+            for t in tok.encode(m["content"] + "<|im_end|>")]
+
+
+def runs(labels):
+    """Number of contiguous labelled spans."""
+    flags = [label != -100 for label in labels]
+    return sum(1 for i, f in enumerate(flags) if f and (i == 0 or not flags[i - 1]))
+
+
+def test_only_assistant_tokens_of_every_turn_carry_labels(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    dataset = trainer_for(tiny_model_dir, tmp_path, packing=False).train_dataset
+    assert len(dataset) == len(CONVERSATIONS)
+    for row, conversation in zip(dataset, CONVERSATIONS):
+        labelled = [label for label in row["labels"] if label != -100]
+        assert labelled == expected_labels(tok, conversation)
+        assert runs(row["labels"]) == sum(m["role"] == "assistant" for m in conversation["messages"])
+        assert all(label in (-100, token) for label, token in zip(row["labels"], row["input_ids"]))
+
+
+def test_packing_merges_conversations_and_keeps_their_labels(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    packed = trainer_for(tiny_model_dir, tmp_path, packing=True).train_dataset
+    assert len(packed) < len(CONVERSATIONS)
+    all_labels = [label for row in packed for label in row["labels"] if label != -100]
+    expected = [expected_labels(tok, c) for c in CONVERSATIONS]
+    assert sorted(all_labels) == sorted(t for e in expected for t in e)
+    assert sum(len(row["seq_lengths"]) for row in packed) == len(CONVERSATIONS)
+
+
+def test_packed_documents_do_not_attend_to_each_other(tiny_model_dir, tmp_path):
+    trainer = trainer_for(tiny_model_dir, tmp_path, packing=True)
+    row = trainer.train_dataset[0]
+    assert len(row["seq_lengths"]) >= 2
+    batch = trainer.data_collator([row])
+    assert "position_ids" in batch and batch["input_ids"].shape[0] == 1
+    model = trainer.model.eval()
+    with torch.no_grad():
+        packed_logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        start = 0
+        for length in row["seq_lengths"]:
+            alone = model(input_ids=batch["input_ids"][:, start:start + length]).logits[0]
+            torch.testing.assert_close(packed_logits[start:start + length], alone, atol=1e-4, rtol=1e-4)
+            start += length

@@ -1,0 +1,58 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from medforge.params import ParamsError, build, load
+from tests.conftest import ROOT
+from medforge.train import TrainParams
+
+
+@dataclass
+class Inner:
+    r: int = 8
+
+
+@dataclass
+class Schema:
+    name: str
+    rate: float = 0.1
+    mode: Literal["a", "b"] = "a"
+    items: list[str] = field(default_factory=list)
+    inner: Inner = field(default_factory=Inner)
+    optional: str | None = None
+
+
+def test_valid_values_build_the_dataclass():
+    s = build(Schema, {"name": "x", "rate": 1, "mode": "b", "items": ["p"], "inner": {"r": 4}}, "sec")
+    assert s == Schema(name="x", rate=1.0, mode="b", items=["p"], inner=Inner(r=4))
+    assert isinstance(s.rate, float)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"name": "x", "learning_rate": 1}, "sec.learning_rate: unknown key"),
+    ({"name": 3}, "sec.name: expected str"),
+    ({"name": "x", "rate": "fast"}, "sec.rate: expected float"),
+    ({"name": "x", "rate": True}, "sec.rate: expected float"),
+    ({"name": "x", "mode": "c"}, "sec.mode: expected one of ['a', 'b']"),
+    ({"name": "x", "items": "p"}, "sec.items: expected a list"),
+    ({"name": "x", "items": [1]}, "sec.items[0]: expected str"),
+    ({"name": "x", "inner": {"rank": 4}}, "sec.inner.rank: unknown key"),
+    ({"name": "x", "inner": {"r": 4.5}}, "sec.inner.r: expected int"),
+    ({}, "sec.name: missing required key"),
+])
+def test_bad_values_fail_naming_the_key(raw, message):
+    with pytest.raises(ParamsError) as e:
+        build(Schema, raw, "sec")
+    assert message in str(e.value)
+
+
+def test_project_params_file_validates_every_training_section():
+    for section in ("pt", "sft"):
+        assert isinstance(load(section, TrainParams, ROOT / "params.yaml"), TrainParams)
+
+
+def test_typo_in_params_file_is_reported(tmp_path):
+    (tmp_path / "params.yaml").write_text("sft:\n  learning_rat: 0.1\n")
+    with pytest.raises(ParamsError, match=r"sft\.learning_rat: unknown key"):
+        load("sft", TrainParams, tmp_path / "params.yaml")

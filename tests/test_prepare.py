@@ -1,0 +1,82 @@
+"""The `prepare` stage: formats mixed in one run, duplicates, deterministic split, clear errors, counted rejects."""
+import json
+
+import pytest
+import yaml
+
+from stages import prepare
+
+GOOD_SFT = [
+    {"conversations": [{"from": "human", "value": "头痛怎么办？"}, {"from": "gpt", "value": "请休息。"}]},
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+    {"instruction": "Name a symptom of flu", "input": "", "output": "Fever"},
+]
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_prepare(workdir, on_error="fail", **sources):
+    params = {"data": {"pretrain": [], "sft": [], "preference": [], "on_error": on_error, **sources}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main()
+    return json.loads((workdir / "metrics/data.json").read_text())
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_mixed_formats_duplicates_and_split(workdir):
+    lines = [json.dumps(r, ensure_ascii=False) for r in GOOD_SFT] + [json.dumps(GOOD_SFT[0], ensure_ascii=False)]
+    text = write(workdir / "corpus.txt", ["第一段。", "", "Second paragraph."])
+    metrics = run_prepare(workdir, sft=[write(workdir / "sft.jsonl", lines)], pretrain=[text])
+    assert metrics["sft"] == {"read": 4, "rejected": 0, "duplicates": 1, "train": metrics["sft"]["train"],
+                              "validation": 3 - metrics["sft"]["train"]}
+    assert metrics["pretrain"]["read"] == 2
+    out = read(workdir / "data/prepared/sft_train.jsonl") + read(workdir / "data/prepared/sft_validation.jsonl")
+    assert sorted(r["messages"][-1]["content"] for r in out) == ["Fever", "Hello", "请休息。"]
+    first = (workdir / "data/prepared/sft_train.jsonl").read_bytes()
+    run_prepare(workdir, sft=[str(workdir / "sft.jsonl")], pretrain=[text])
+    assert (workdir / "data/prepared/sft_train.jsonl").read_bytes() == first
+
+
+def test_bad_record_stops_with_file_line_and_field(workdir):
+    lines = [json.dumps(GOOD_SFT[0], ensure_ascii=False),
+             json.dumps({"conversations": [{"from": "doctor", "value": "x"}]})]
+    source = write(workdir / "bad.jsonl", lines)
+    with pytest.raises(SystemExit) as e:
+        run_prepare(workdir, sft=[source])
+    assert str(e.value).startswith(f"{source}:2: field 'conversations[0].from': expected one of")
+    assert not (workdir / "data/prepared").exists()
+
+
+def test_invalid_json_is_a_bad_record_too(workdir):
+    source = write(workdir / "broken.jsonl", [json.dumps(GOOD_SFT[1]), '{"messages": ['])
+    with pytest.raises(SystemExit, match=r"broken.jsonl:2: field '\(line\)': expected valid JSON"):
+        run_prepare(workdir, sft=[source])
+
+
+def test_skip_writes_rejects_and_counts_them(workdir):
+    lines = [json.dumps(GOOD_SFT[1]), json.dumps({"messages": []}), "not json",
+             json.dumps({"prompt": "q", "chosen": "a", "rejected": "a"})]
+    metrics = run_prepare(workdir, on_error="skip", sft=[write(workdir / "mixed.jsonl", lines[:3])],
+                          preference=[write(workdir / "pref.jsonl", lines[3:])])
+    assert metrics["sft"]["rejected"] == 2 and metrics["sft"]["train"] + metrics["sft"]["validation"] == 1
+    assert metrics["preference"]["rejected"] == 1
+    rejects = read(workdir / "data/prepared/rejects.jsonl")
+    assert [(r["line"], r["kind"]) for r in rejects] == [(2, "sft"), (3, "sft"), (1, "preference")]
+    assert "field 'rejected'" in rejects[2]["error"]
+
+
+def test_missing_source_file_is_named(workdir):
+    with pytest.raises(SystemExit, match="nope.jsonl: no such file"):
+        run_prepare(workdir, sft=["nope.jsonl"])
