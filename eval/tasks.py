@@ -2,7 +2,8 @@
 
 Prompts are rendered once with the model's own chat template, so every model variant is scored on the
 same text by lm-eval's own log-likelihood machinery:
-  medforge_mcq         multiple-choice accuracy by option log-likelihood (acc, and length-normalised acc_norm)
+  medforge_mcq         multiple-choice accuracy: question and lettered options shown, each option's text scored by
+                       log-likelihood (acc, and length-normalised acc_norm)
   medforge_preference  held-out preference accuracy: log p(chosen) > log p(rejected)
   medforge_answer_ppl  per-token perplexity of held-out assistant answers, conditioned on their conversation
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from medforge.formats import to_chat, to_mcq, to_preference
+from medforge.formats import mcq_prompt, to_chat, to_mcq, to_preference
 from medforge.io import read_jsonl, write_jsonl
 
 UTILS = Path(__file__).with_name("lm_eval_utils.py")
@@ -93,7 +94,7 @@ def write_tasks(directory: Path, tokenizer, mcq_file: str, chat_file: str, prefe
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(UTILS, directory / UTILS.name)
     tasks = {}
-    mcq = [{"prompt": render(tokenizer, [{"role": "user", "content": q["question"]}]),
+    mcq = [{"prompt": render(tokenizer, [{"role": "user", "content": mcq_prompt(q)}]),
             "choices": list(q["options"].values()), "target": list(q["options"]).index(q["answer"])}
            for q in load(mcq_file, to_mcq)]
     tasks["medforge_mcq"] = (MULTIPLE_CHOICE, mcq)

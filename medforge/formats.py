@@ -157,3 +157,8 @@ def to_mcq(record: dict) -> dict:
     if answer not in options:
         raise FormatError("answer", f"one of the option keys {sorted(options)}, got {answer!r}")
     return {"question": question, "options": options, "answer": answer}
+
+
+def mcq_prompt(record: dict) -> str:
+    """How a multiple-choice question is shown to a model: the question, then one "A. option" line per option."""
+    return "\n".join([record["question"], *(f"{key}. {text}" for key, text in record["options"].items())])

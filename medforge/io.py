@@ -52,6 +52,10 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     target = tmp if directory else tmp / path.name
     try:
         yield target
+        if directory:  # mkdtemp makes it private; give it the permissions a plain mkdir would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(target, 0o777 & ~umask)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medforge import knowledge, params
+from medforge.formats import mcq_prompt
 from medforge.io import atomic_path, write_json, write_jsonl
 from medforge.knowledge import Condition
 
@@ -136,6 +137,11 @@ EVAL_PROMPTS = {
         "consult": "这几天我一直{s}，有什么建议吗？",
     },
 }
+# Multiple-choice phrasings seen in training (SFT), distinct from the held-out EVAL_PROMPTS.
+MCQ_TRAIN_PROMPTS = {
+    lang: {kind: questions[0] for kind, (questions, _) in SHORT_QA[lang].items() if kind != "red_flags"}
+    for lang in SHORT_QA
+}
 MCQ_ANSWER = {"department": "department", "condition": "name", "care": "care", "system": "system"}
 
 
@@ -203,7 +209,8 @@ def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, 
                    "chosen": chosen, "rejected": rejected, "kind": kind, "lang": c.lang}
 
 
-def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict):
+def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, prompts: dict):
+    """Four-option questions; `prompts` picks the phrasing (training or held-out)."""
     for c in conds:
         for kind in MCQ_ANSWER:
             correct = answer_of(kind, c)
@@ -211,7 +218,7 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict):
             options = shuffled(rng, [correct, *rng.sample(pool, 3)])
             symptoms = rng.sample(c.symptoms, min(3, len(c.symptoms)))
             letters = "ABCD"
-            yield {"question": fill(EVAL_PROMPTS[c.lang][kind], c, symptoms),
+            yield {"question": fill(prompts[c.lang][kind], c, symptoms),
                    "options": dict(zip(letters, options)), "answer": letters[options.index(correct)],
                    "kind": kind, "lang": c.lang}
 
@@ -226,9 +233,11 @@ def main() -> None:
     by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
     files = {
         "pretrain.jsonl": list(pretrain_docs(conds)),
-        "sft.jsonl": list(sft_conversations(rng, p, conds)),
+        "sft.jsonl": list(sft_conversations(rng, p, conds)) + [
+            chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])])
+            for q in mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS)],
         "preference.jsonl": list(preference_pairs(rng, conds, by_lang, "train")),
-        "mcq_eval.jsonl": rng.sample(list(mcq_questions(rng, conds, by_lang)), p.mcq_eval_size),
+        "mcq_eval.jsonl": rng.sample(list(mcq_questions(rng, conds, by_lang, EVAL_PROMPTS)), p.mcq_eval_size),
         "preference_eval.jsonl": rng.sample(list(preference_pairs(rng, conds, by_lang, "eval")),
                                             p.preference_eval_size),
     }

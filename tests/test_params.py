@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import yaml
 
 from medforge.params import ParamsError, build, load
 from tests.conftest import ROOT
@@ -47,9 +48,16 @@ def test_bad_values_fail_naming_the_key(raw, message):
     assert message in str(e.value)
 
 
-def test_project_params_file_validates_every_training_section():
-    for section in ("pt", "sft"):
-        assert isinstance(load(section, TrainParams, ROOT / "params.yaml"), TrainParams)
+def test_project_params_file_validates_every_section():
+    from eval.run import Params as EvalParams
+    from medforge.modeling import ModelParams
+    from stages import generate, merge, prepare
+    schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": TrainParams,
+               "sft": TrainParams, "merge": merge.Params, "eval": EvalParams}
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(raw) == set(schemas)
+    for section, schema in schemas.items():
+        assert isinstance(load(section, schema, ROOT / "params.yaml"), schema)
 
 
 def test_typo_in_params_file_is_reported(tmp_path):

@@ -16,7 +16,7 @@ SMALL = {
     "generate": {"mcq_eval_size": 60, "preference_eval_size": 40},
     "model": {"tiny": {"vocab_size": 1024, "num_layers": 2}},
     "pt": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
-    "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
+    "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5, "finetuning": "lora"},  # exercises LoRA -> merge
     "eval": {"samples": 2, "max_new_tokens": 8},
 }
 
@@ -28,7 +28,7 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def sh(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": f"{DVC.parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
@@ -47,7 +47,6 @@ def repo(tmp_path_factory):
     params = merge(yaml.safe_load((path / "params.yaml").read_text()), SMALL)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     sh("git", "init", "-q", cwd=path)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", "--allow-empty", cwd=path)
     sh("git", "add", "-A", cwd=path)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tree", cwd=path)
     sh(str(DVC), "repro", cwd=path)

@@ -1,0 +1,73 @@
+"""The built-in dataset: deterministic, bilingual, and held-out questions phrased unlike any training text."""
+import json
+
+import pytest
+import yaml
+
+from medforge import knowledge
+from medforge.formats import to_chat, to_mcq, to_preference, to_pretrain
+from stages import generate
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen")
+    params = {"generate": {"seed": 3, "conditions": 0, "mcq_eval_size": 200, "preference_eval_size": 100}}
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path)
+        generate.main()
+        first = {f.name: f.read_bytes() for f in (path / "data/generated").iterdir()}
+        generate.main()
+        second = {f.name: f.read_bytes() for f in (path / "data/generated").iterdir()}
+    assert first == second, "generation is not deterministic"
+    return {name: [json.loads(line) for line in data.decode().splitlines()] for name, data in first.items()}
+
+
+def test_knowledge_table_is_complete():
+    rows = knowledge.load()
+    assert len(rows) >= 150
+    assert {r["department"] for r in rows} == set(knowledge.DEPARTMENTS)
+    for r in rows:
+        for lang in knowledge.LANGS:
+            c = knowledge.localized(r, lang)
+            assert c.name and c.care and len(c.symptoms) >= 3 and len(c.red_flags) >= 2
+
+
+def test_every_record_is_canonical(generated):
+    for name, importer in [("pretrain.jsonl", to_pretrain), ("sft.jsonl", to_chat),
+                           ("preference.jsonl", to_preference), ("preference_eval.jsonl", to_preference),
+                           ("mcq_eval.jsonl", to_mcq)]:
+        assert generated[name], name
+        for record in generated[name]:
+            importer(record)
+
+
+def test_dataset_is_bilingual_with_multi_turn_and_system_prompts(generated):
+    sft = generated["sft.jsonl"]
+    has_chinese = [any("\u4e00" <= ch <= "\u9fff" for m in c["messages"] for ch in m["content"]) for c in sft]
+    assert 0.3 < sum(has_chinese) / len(sft) < 0.7
+    assert any(sum(m["role"] == "assistant" for m in c["messages"]) >= 3 for c in sft)
+    assert any(c["messages"][0]["role"] == "system" for c in sft)
+
+
+def test_mcq_has_four_distinct_options_and_held_out_phrasing(generated):
+    training_questions = {m["content"].split("\n")[0] for c in generated["sft.jsonl"] for m in c["messages"]
+                          if m["role"] == "user"}
+    for q in generated["mcq_eval.jsonl"]:
+        assert len(set(q["options"].values())) == 4 and q["answer"] in q["options"]
+        assert q["question"] not in training_questions
+    answers = [q["answer"] for q in generated["mcq_eval.jsonl"]]
+    assert max(answers.count(k) for k in "ABCD") < 0.4 * len(answers)
+
+
+def test_preference_pairs_teach_safety(generated):
+    pairs = generated["preference.jsonl"]
+    kinds = {p["kind"] for p in pairs}
+    assert {"red_flags", "dangerous", "department", "care"} <= kinds
+    for p in pairs:
+        if p["kind"] == "red_flags":
+            dismissive = generate.DISMISSIVE[p["lang"]]
+            assert p["rejected"].endswith(dismissive) and dismissive not in p["chosen"]
+    eval_prompts = {p["prompt"][-1]["content"] for p in generated["preference_eval.jsonl"]}
+    assert not eval_prompts & {p["prompt"][-1]["content"] for p in pairs}

@@ -1,0 +1,33 @@
+"""Each fine-tuning mode trains for real on the tiny model: full, LoRA, and QLoRA (bitsandbytes 4-bit NF4)."""
+import math
+
+import pytest
+import torch
+
+from medforge.modeling import ModelParams, is_adapter, load_model
+from medforge.train import TrainParams, make_trainer
+from tests.test_loss_mask_and_packing import CONVERSATIONS
+
+
+@pytest.mark.parametrize("finetuning", ["full", "lora", "qlora"])
+def test_mode_trains_and_saves(tiny_model_dir, tmp_path, finetuning):
+    p = TrainParams(init=str(tiny_model_dir), finetuning=finetuning, max_steps=3, batch_size=2, max_length=128,
+                    learning_rate=1e-2, logging_steps=1)
+    trainer = make_trainer(p, CONVERSATIONS, CONVERSATIONS, str(tmp_path / "run"), assistant_only_loss=True,
+                           mp=ModelParams(dtype="float32"))
+    before = {n: t.detach().clone() for n, t in trainer.model.named_parameters() if t.requires_grad}
+    result = trainer.train()
+    assert math.isfinite(result.training_loss)
+    changed = [n for n, t in trainer.model.named_parameters() if t.requires_grad and not torch.equal(t, before[n])]
+    assert changed, "no trainable parameter moved"
+    if finetuning != "full":
+        assert all("lora_" in n for n in before)
+    if finetuning == "qlora":
+        import bitsandbytes as bnb
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    out = tmp_path / "out"
+    trainer.save_model(str(out))
+    assert is_adapter(out) == (finetuning != "full")
+    if finetuning == "lora":
+        merged = load_model(out, ModelParams(dtype="float32"))
+        assert not any("lora_" in n for n, _ in merged.named_parameters())
