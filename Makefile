@@ -23,7 +23,6 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock requirements.in
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements.lock
 	$(BIN)/pip check

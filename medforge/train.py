@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from transformers import TrainerCallback
 
-from medforge.io import atomic_path, write_json
+from medforge.io import atomic_path, read_jsonl, write_json
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
 
 
@@ -47,8 +47,7 @@ class TrainParams:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [record for _, record in read_jsonl(path)]
 
 
 class LiveLogger(TrainerCallback):
@@ -64,9 +63,9 @@ class LiveLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         values = {k: v for k, v in (logs or {}).items() if k in self.KEYS}
         if values:
+            self.live.step = state.global_step
             for k, v in values.items():
                 self.live.log_metric(f"train/{k}" if k != "eval_loss" else "eval/loss", v)
-            self.live.step = state.global_step
             self.live.make_summary()
 
     def on_train_end(self, args, state, control, **kwargs):

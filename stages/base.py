@@ -6,10 +6,9 @@ id or a local path, loaded with from_pretrained and saved (safetensors) so DVC p
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from medforge.io import atomic_path
+from medforge.io import atomic_path, read_jsonl
 from medforge.modeling import TinyParams, load_model, load_tokenizer, model_params
 
 OUT = Path("models/base")
@@ -33,10 +32,8 @@ CHAT_TEMPLATE = (
 
 def corpus_texts():
     for path in CORPUS:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                record = json.loads(line)
-                yield record.get("text") or "\n".join(m["content"] for m in record["messages"])
+        for _, record in read_jsonl(path):
+            yield record.get("text") or "\n".join(m["content"] for m in record["messages"])
 
 
 def train_tokenizer(tp: TinyParams, texts):

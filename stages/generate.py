@@ -223,6 +223,12 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, pro
                    "kind": kind, "lang": c.lang}
 
 
+def sample(rng: random.Random, items: list, n: int, key: str) -> list:
+    if n > len(items):
+        raise SystemExit(f"generate.{key}: {n} is more than the {len(items)} items the chosen conditions give")
+    return rng.sample(items, n)
+
+
 def main() -> None:
     p = params.load("generate", Params)
     rng = random.Random(p.seed)
@@ -237,9 +243,10 @@ def main() -> None:
             chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])])
             for q in mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS)],
         "preference.jsonl": list(preference_pairs(rng, conds, by_lang, "train")),
-        "mcq_eval.jsonl": rng.sample(list(mcq_questions(rng, conds, by_lang, EVAL_PROMPTS)), p.mcq_eval_size),
-        "preference_eval.jsonl": rng.sample(list(preference_pairs(rng, conds, by_lang, "eval")),
-                                            p.preference_eval_size),
+        "mcq_eval.jsonl": sample(rng, list(mcq_questions(rng, conds, by_lang, EVAL_PROMPTS)), p.mcq_eval_size,
+                                 "mcq_eval_size"),
+        "preference_eval.jsonl": sample(rng, list(preference_pairs(rng, conds, by_lang, "eval")),
+                                        p.preference_eval_size, "preference_eval_size"),
     }
     with atomic_path(OUT, directory=True) as tmp:
         for name, records in files.items():

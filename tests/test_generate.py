@@ -71,3 +71,11 @@ def test_preference_pairs_teach_safety(generated):
             assert p["rejected"].endswith(dismissive) and dismissive not in p["chosen"]
     eval_prompts = {p["prompt"][-1]["content"] for p in generated["preference_eval.jsonl"]}
     assert not eval_prompts & {p["prompt"][-1]["content"] for p in pairs}
+
+
+def test_eval_size_larger_than_the_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": {"conditions": 5, "mcq_eval_size": 100}}))
+    with pytest.raises(SystemExit, match=r"generate.mcq_eval_size: 100 is more than the 40 items"):
+        generate.main()
+    assert not (tmp_path / "data/generated").exists()
