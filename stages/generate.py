@@ -179,7 +179,7 @@ def pretrain_docs(conds: list[Condition]):
 
 def sft_conversations(rng: random.Random, p: Params, conds: list[Condition]):
     for c in conds:
-        for kind, (questions, answer) in SHORT_QA[c.lang].items():
+        for questions, answer in SHORT_QA[c.lang].values():
             for q in questions:
                 yield chat(rng, p, c.lang, [(fill(q, c, shuffled(rng, c.symptoms)), fill(answer, c))])
         q, a = CONSULT[c.lang]

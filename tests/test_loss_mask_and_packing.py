@@ -43,11 +43,11 @@ def test_only_assistant_tokens_of_every_turn_carry_labels(tiny_model_dir, tmp_pa
     tok = load_tokenizer(tiny_model_dir)
     dataset = trainer_for(tiny_model_dir, tmp_path, packing=False).train_dataset
     assert len(dataset) == len(CONVERSATIONS)
-    for row, conversation in zip(dataset, CONVERSATIONS):
+    for row, conversation in zip(dataset, CONVERSATIONS, strict=True):
         labelled = [label for label in row["labels"] if label != -100]
         assert labelled == expected_labels(tok, conversation)
         assert runs(row["labels"]) == sum(m["role"] == "assistant" for m in conversation["messages"])
-        assert all(label in (-100, token) for label, token in zip(row["labels"], row["input_ids"]))
+        assert all(label in (-100, token) for label, token in zip(row["labels"], row["input_ids"], strict=True))
 
 
 def test_packing_merges_conversations_and_keeps_their_labels(tiny_model_dir, tmp_path):

@@ -19,7 +19,7 @@ def test_chat_template_has_generation_markers_and_stop_token(tiny_model_dir):
     assert "{% generation %}" in tok.chat_template
     out = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                                   return_assistant_tokens_mask=True, return_dict=True)
-    masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    masked = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
     assert masked == tok.encode("a<|im_end|>")
 
 
