@@ -28,9 +28,8 @@ $(STAMP): requirements.lock requirements.in
 	$(BIN)/pip check
 	touch $@
 
-lock:
-	$(PYTHON) -m pip install -q packaging
-	$(PYTHON) tools/lock.py
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
