@@ -1,7 +1,7 @@
 """Stage `prepare`: import local files or `hf:` datasets into canonical JSONL, dedupe, split.
 
 Sources are listed per kind in params.yaml (`data.pretrain`, `data.sft`, `data.preference`):
-  path/to/file.jsonl | .json | .txt (one document per line) | hf:org/name[:split]
+  path/to/file.jsonl | .json | .txt (one document per line) | hf:org/name[:config]:split (or hf:org/name = train)
 A bad record stops the stage naming file, line and field; with `on_error: skip` it goes to
 data/prepared/rejects.jsonl and is counted in metrics/data.json instead.
 """
@@ -35,8 +35,9 @@ def read_source(source: str, revision: str | None) -> Iterator[tuple[str, int, d
     """Yield (where, line_number, raw record or JSON text) from a local file or a Hugging Face dataset."""
     if source.startswith("hf:"):
         import datasets
-        name, _, split = source[3:].partition(":")
-        for i, row in enumerate(datasets.load_dataset(name, split=split or "train", revision=revision), 1):
+        name, *rest = source[3:].split(":")
+        config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else "train")
+        for i, row in enumerate(datasets.load_dataset(name, config, split=split, revision=revision), 1):
             yield source, i, dict(row)
         return
     path = Path(source)

@@ -80,3 +80,28 @@ def test_skip_writes_rejects_and_counts_them(workdir):
 def test_missing_source_file_is_named(workdir):
     with pytest.raises(SystemExit, match="nope.jsonl: no such file"):
         run_prepare(workdir, sft=["nope.jsonl"])
+
+
+@pytest.mark.parametrize("source, call", [
+    ("hf:org/med", ("org/med", None, "train")),
+    ("hf:org/med:validation", ("org/med", None, "validation")),
+    ("hf:shibing624/medical:finetune:train", ("shibing624/medical", "finetune", "train")),
+])
+def test_hf_sources_go_through_load_dataset(workdir, monkeypatch, source, call):
+    """No hub is reachable here: stand in for datasets.load_dataset and check what prepare asks it for."""
+    import datasets
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, revision=None):
+        calls.append((name, config, split, revision))
+        return [GOOD_SFT[0], {"conversations": [{"from": "human", "value": ""}]}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    params = {"data": {"sft": [source], "on_error": "skip", "hf_revision": "abc123"}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main()
+    assert calls == [(*call, "abc123")]
+    metrics = json.loads((workdir / "metrics/data.json").read_text())
+    assert metrics["sft"]["read"] == 2 and metrics["sft"]["rejected"] == 1
+    rejects = read(workdir / "data/prepared/rejects.jsonl")
+    assert rejects[0]["source"] == source and rejects[0]["line"] == 2
