@@ -66,20 +66,20 @@ def quantization_config(bits: int | None):
     raise ValueError(f"quantization bits must be 4 or 8, got {bits}")
 
 
-def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None, merge: bool = True):
-    """Load a causal LM from a model directory, or from an adapter directory onto its base.
+def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None):
+    """Load a causal LM from a model directory, or from an adapter directory merged into its base.
 
     Only safetensors weights are accepted; remote code only when params allow it.
     """
     from transformers import AutoModelForCausalLM
     mp = mp or ModelParams()
-    kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code, use_safetensors=True,
-                  attn_implementation=mp.attn_implementation, quantization_config=quantization_config(bits))
+    kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code,
+                  use_safetensors=True, attn_implementation=mp.attn_implementation,
+                  quantization_config=quantization_config(bits))
     if torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
     if not is_adapter(path):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     from peft import PeftConfig, PeftModel
     base = PeftConfig.from_pretrained(path).base_model_name_or_path
-    model = PeftModel.from_pretrained(load_model(base, mp, bits), path)
-    return model.merge_and_unload() if merge else model
+    return PeftModel.from_pretrained(load_model(base, mp, bits), path).merge_and_unload()

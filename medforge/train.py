@@ -39,7 +39,7 @@ class TrainParams:
     weight_decay: float = 0.0
     lr_scheduler_type: str = "cosine"
     gradient_checkpointing: bool = False
-    bf16: Literal["auto"] | bool = "auto"   # auto: on where the hardware does bf16 fast (GPU, or CPU with AMX/AVX512-BF16)
+    bf16: Literal["auto"] | bool = "auto"  # auto: where bf16 is fast (a GPU, or a CPU with AMX/AVX512-BF16)
     chunked_lm_head: Literal["auto"] | bool = "auto"  # auto: on a GPU only (see trainer_class)
     logging_steps: int = 10
     seed: int = 0
@@ -51,7 +51,7 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 class LiveLogger(TrainerCallback):
-    """Training curves to dvclive (DVC plots), logging only the params that matter, not every TrainingArguments field."""
+    """Training curves to dvclive (DVC plots); logs the params that matter, not every TrainingArguments field."""
 
     KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm")
 
@@ -132,9 +132,10 @@ def make_trainer(p: TrainParams, train_records: list[dict], eval_records: list[d
         use_cpu=not on_gpu, bf16=use_bf16(p.bf16),
         include_num_input_tokens_seen="non_padding", disable_tqdm=True,
     )
-    return trainer_class(chunked_lm_head(p.chunked_lm_head))(model=model, args=args, train_dataset=Dataset.from_list(train_records),
-                      eval_dataset=Dataset.from_list(eval_records), processing_class=load_tokenizer(p.init, mp),
-                      peft_config=peft_config(p), callbacks=list(callbacks))
+    trainer_cls = trainer_class(chunked_lm_head(p.chunked_lm_head))
+    return trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(train_records),
+                       eval_dataset=Dataset.from_list(eval_records), processing_class=load_tokenizer(p.init, mp),
+                       peft_config=peft_config(p), callbacks=list(callbacks))
 
 
 def run(stage: str, p: TrainParams, train_file: str, eval_file: str, out: str | Path,

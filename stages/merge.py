@@ -21,7 +21,7 @@ def main() -> None:
     p = params.load("merge", Params)
     out = Path("models/merged")
     mp = model_params()
-    model = load_model(p.source, mp, merge=True)
+    model = load_model(p.source, mp)
     with atomic_path(out, directory=True) as tmp:
         model.save_pretrained(tmp)
         load_tokenizer(p.source, mp).save_pretrained(tmp)
