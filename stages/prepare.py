@@ -36,6 +36,8 @@ def read_source(source: str, revision: str | None) -> Iterator[tuple[str, int, d
     if source.startswith("hf:"):
         import datasets
         name, *rest = source[3:].split(":")
+        if len(rest) > 2:
+            raise SystemExit(f"{source}: expected hf:org/name[:config]:split")
         config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else "train")
         for i, row in enumerate(datasets.load_dataset(name, config, split=split, revision=revision), 1):
             yield source, i, dict(row)

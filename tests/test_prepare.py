@@ -105,3 +105,8 @@ def test_hf_sources_go_through_load_dataset(workdir, monkeypatch, source, call):
     assert metrics["sft"]["read"] == 2 and metrics["sft"]["rejected"] == 1
     rejects = read(workdir / "data/prepared/rejects.jsonl")
     assert rejects[0]["source"] == source and rejects[0]["line"] == 2
+
+
+def test_malformed_hf_source_is_named(workdir):
+    with pytest.raises(SystemExit, match=r"hf:org/med:a:b:c: expected hf:org/name\[:config\]:split"):
+        run_prepare(workdir, sft=["hf:org/med:a:b:c"])
