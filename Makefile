@@ -11,12 +11,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-STAGES := generate prepare base pt sft merge report
+STAGES := generate prepare base pt sft rm report
+ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup test lock repro $(STAGES) eval push pull metrics clean
+.PHONY: all setup test lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
+# The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro report
 	@echo; echo "Evaluation (reports/eval.md, plot: plots/eval.png):"; cat reports/eval.md
 
 setup: $(STAMP)
@@ -31,12 +33,18 @@ $(STAMP): requirements.lock requirements.in
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py
 
+# Every stage, every alignment method included.
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
 # One stage and whatever upstream of it changed.
 $(STAGES): $(STAMP)
 	$(BIN)/dvc repro $@
+
+# An alignment stage, then its merge and evaluation; prints both metric files.
+$(ALIGN): $(STAMP)
+	$(BIN)/dvc repro eval@$@
+	@cat metrics/$@.json; echo; cat metrics/eval/$@.json; echo
 
 eval: $(STAMP)
 	$(BIN)/dvc repro report

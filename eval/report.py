@@ -1,23 +1,33 @@
-"""Stage `report`: one table (markdown + JSON) and a bar plot of every evaluated model's metrics.
+"""Stage `report`: one table (markdown + JSON) and a bar plot of the pipeline's models: base -> SFT -> the
+alignment stage named by params.yaml `pipeline.align`. (`dvc metrics show` lists every evaluated model.)
 
     python -m eval.report            -> reports/eval.md, reports/eval.json, plots/eval.png; prints the table
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from medforge import params
 from medforge.io import atomic_path, write_json
 
 METRICS = Path("metrics/eval")
 COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
            ("answer_ppl", "answer ppl")]
-ORDER = ["base", "sft"]
 
 
-def collect() -> dict[str, dict]:
-    rows = {p.stem: json.loads(p.read_text()) for p in METRICS.glob("*.json")}
-    return dict(sorted(rows.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER), kv[0])))
+@dataclass
+class Pipeline:
+    align: Literal["dpo", "orpo", "kto", "ppo", "grpo"] = "dpo"  # the alignment stage `make all` runs after SFT
+
+
+def collect(names: list[str]) -> dict[str, dict]:
+    missing = [n for n in names if not (METRICS / f"{n}.json").exists()]
+    if missing:
+        raise SystemExit(f"no metrics for {missing} in {METRICS}/: run their eval stages first (make eval)")
+    return {n: json.loads((METRICS / f"{n}.json").read_text()) for n in names}
 
 
 def markdown(rows: dict[str, dict]) -> str:
@@ -46,9 +56,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    rows = collect()
-    if not rows:
-        raise SystemExit(f"no metrics in {METRICS}/: run the eval stages first (make eval)")
+    rows = collect(["base", "sft", params.load("pipeline", Pipeline).align])
     table = markdown(rows)
     Path("reports").mkdir(exist_ok=True)
     with atomic_path("reports/eval.md") as tmp:

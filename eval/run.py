@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from eval.tasks import load, render, write_tasks
+from eval.tasks import write_tasks
 from medforge import params
-from medforge.formats import to_chat
+from medforge.formats import read_canonical, to_chat
 from medforge.io import write_json
-from medforge.modeling import load_model, load_tokenizer, model_params
+from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 
 
 @dataclass
@@ -58,16 +58,12 @@ def lm_eval_scores(model, tokenizer, p: Params) -> dict:
 
 
 def sample_generations(model, tokenizer, p: Params) -> list[dict]:
-    conversations = load(p.chat, to_chat)[: p.samples]
-    samples = []
-    for conv in conversations:
-        history = conv["messages"][: next(i for i, m in enumerate(conv["messages"]) if m["role"] == "assistant")]
-        inputs = tokenizer(render(tokenizer, history), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            output = model.generate(**inputs.to(model.device), max_new_tokens=p.max_new_tokens, do_sample=False)
-        reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        samples.append({"prompt": history[-1]["content"], "reply": reply.strip()})
-    return samples
+    prompts = []
+    for conv in read_canonical(p.chat, to_chat)[: p.samples]:
+        messages = conv["messages"]
+        prompts.append(messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")])
+    replies = generate_replies(model, tokenizer, prompts, p.max_new_tokens)
+    return [{"prompt": h[-1]["content"], "reply": r} for h, r in zip(prompts, replies)]
 
 
 def main() -> None:

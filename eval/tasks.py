@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from medforge.formats import mcq_prompt, to_chat, to_mcq, to_preference
-from medforge.io import read_jsonl, write_jsonl
+from medforge.formats import mcq_prompt, read_canonical, to_chat, to_mcq, to_preference
+from medforge.io import write_jsonl
 
 UTILS = Path(__file__).with_name("lm_eval_utils.py")
 
@@ -79,16 +79,6 @@ def answer_docs(tokenizer, conversations):
             yield {"prompt": prompt, "answer": answer, "n_tokens": continuation_tokens(tokenizer, prompt, answer)}
 
 
-def load(path: str | Path, importer) -> list[dict]:
-    records = []
-    for line, raw in read_jsonl(path):
-        try:
-            records.append(importer(raw))
-        except ValueError as e:
-            raise SystemExit(f"{path}:{line}: {e}") from None
-    return records
-
-
 def write_tasks(directory: Path, tokenizer, mcq_file: str, chat_file: str, preference_file: str | None) -> list[str]:
     """Write data + YAML for each held-out set into `directory`; return the task names."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,13 +86,13 @@ def write_tasks(directory: Path, tokenizer, mcq_file: str, chat_file: str, prefe
     tasks = {}
     mcq = [{"prompt": render(tokenizer, [{"role": "user", "content": mcq_prompt(q)}]),
             "choices": list(q["options"].values()), "target": list(q["options"]).index(q["answer"])}
-           for q in load(mcq_file, to_mcq)]
+           for q in read_canonical(mcq_file, to_mcq)]
     tasks["medforge_mcq"] = (MULTIPLE_CHOICE, mcq)
     if preference_file:
         pairs = [{"prompt": render(tokenizer, p["prompt"]), "choices": [p["chosen"], p["rejected"]], "target": 0}
-                 for p in load(preference_file, to_preference)]
+                 for p in read_canonical(preference_file, to_preference)]
         tasks["medforge_preference"] = (MULTIPLE_CHOICE, pairs)
-    tasks["medforge_answer_ppl"] = (ANSWER_PPL, list(answer_docs(tokenizer, load(chat_file, to_chat))))
+    tasks["medforge_answer_ppl"] = (ANSWER_PPL, list(answer_docs(tokenizer, read_canonical(chat_file, to_chat))))
     for name, (template, docs) in tasks.items():
         data = directory / f"{name}.jsonl"
         write_jsonl(data, docs)

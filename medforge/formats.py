@@ -9,6 +9,10 @@ Each importer raises FormatError(field, expected) on a bad record; the caller ad
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from medforge.io import read_jsonl
+
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bot": "assistant", "model": "assistant"}
 
@@ -162,3 +166,14 @@ def to_mcq(record: dict) -> dict:
 def mcq_prompt(record: dict) -> str:
     """How a multiple-choice question is shown to a model: the question, then one "A. option" line per option."""
     return "\n".join([record["question"], *(f"{key}. {text}" for key, text in record["options"].items())])
+
+
+def read_canonical(path: str | Path, importer) -> list[dict]:
+    """Every record of a JSONL file through `importer`; the first bad one stops with file:line and field."""
+    records = []
+    for line, raw in read_jsonl(path):
+        try:
+            records.append(importer(raw))
+        except ValueError as e:
+            raise SystemExit(f"{path}:{line}: {e}") from None
+    return records

@@ -50,7 +50,10 @@ def is_adapter(path: str | Path) -> bool:
 def load_tokenizer(path: str | Path, mp: ModelParams | None = None):
     from transformers import AutoTokenizer
     mp = mp or ModelParams()
-    return AutoTokenizer.from_pretrained(path, revision=mp.revision, trust_remote_code=mp.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=mp.revision, trust_remote_code=mp.trust_remote_code)
+    if tokenizer.pad_token is None:  # batching needs one; many base models ship without (TRL does the same)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def quantization_config(bits: int | None):
@@ -66,12 +69,13 @@ def quantization_config(bits: int | None):
     raise ValueError(f"quantization bits must be 4 or 8, got {bits}")
 
 
-def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None):
-    """Load a causal LM from a model directory, or from an adapter directory merged into its base.
+def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None, head: str = "causal_lm"):
+    """Load a model directory, or an adapter directory merged into its base.
 
+    `head`: "causal_lm", or "reward" (a sequence-classification head with one output, for reward models).
     Only safetensors weights are accepted; remote code only when params allow it.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     mp = mp or ModelParams()
     kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code,
                   use_safetensors=True, attn_implementation=mp.attn_implementation,
@@ -79,7 +83,34 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     if torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
     if not is_adapter(path):
+        if head == "reward":
+            return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     from peft import PeftConfig, PeftModel
-    base = PeftConfig.from_pretrained(path).base_model_name_or_path
-    return PeftModel.from_pretrained(load_model(base, mp, bits), path).merge_and_unload()
+    config = PeftConfig.from_pretrained(path)
+    if head != "causal_lm":  # e.g. an SFT adapter under a new reward head: fold the weights in, whatever the task
+        config.task_type = None
+    base = load_model(config.base_model_name_or_path, mp, bits, head)
+    merged = PeftModel.from_pretrained(base, path, config=config).merge_and_unload()
+    return merged.requires_grad_(not bits)  # peft froze the base; full fine-tuning from here must train it all
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy assistant replies to chat prompts (lists of messages), batched with left padding."""
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    replies = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                     for m in prompts[start:start + batch_size]]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+            replies += [r.strip() for r in tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:],
+                                                                  skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return replies

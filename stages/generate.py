@@ -237,11 +237,12 @@ def main() -> None:
         rows = sorted(rng.sample(rows, p.conditions), key=rows.index)
     conds = [knowledge.localized(r, lang) for r in rows for lang in knowledge.LANGS]
     by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
+    mcq_train = list(mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS))
     files = {
         "pretrain.jsonl": list(pretrain_docs(conds)),
         "sft.jsonl": list(sft_conversations(rng, p, conds)) + [
-            chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])])
-            for q in mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS)],
+            chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])]) for q in mcq_train],
+        "mcq_train.jsonl": mcq_train,
         "preference.jsonl": list(preference_pairs(rng, conds, by_lang, "train")),
         "mcq_eval.jsonl": sample(rng, list(mcq_questions(rng, conds, by_lang, EVAL_PROMPTS)), p.mcq_eval_size,
                                  "mcq_eval_size"),

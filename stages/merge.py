@@ -1,32 +1,29 @@
-"""Stage `merge`: fold a LoRA adapter into its base (peft merge_and_unload) -> standalone HF model directory.
+"""Stage `merge@STAGE`: fold a stage's LoRA adapter into its base (peft merge_and_unload) -> standalone HF model.
 
-The output carries the tokenizer, chat template and generation config; a full-fine-tuned source is copied as is.
+    python -m stages.merge models/dpo models/merged/dpo
+
+The output carries the tokenizer, chat template and generation config; a full-fine-tuned source is re-saved as is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import argparse
 
-from medforge import params
 from medforge.io import atomic_path
 from medforge.modeling import load_model, load_tokenizer, model_params
 
 
-@dataclass
-class Params:
-    source: str = "models/sft"
-
-
-def main() -> None:
-    p = params.load("merge", Params)
-    out = Path("models/merged")
+def merge(source: str, out: str) -> None:
     mp = model_params()
-    model = load_model(p.source, mp)
+    model = load_model(source, mp)
     with atomic_path(out, directory=True) as tmp:
         model.save_pretrained(tmp)
-        load_tokenizer(p.source, mp).save_pretrained(tmp)
-    print(f"merged {p.source} -> {out}")
+        load_tokenizer(source, mp).save_pretrained(tmp)
+    print(f"merged {source} -> {out}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source")
+    parser.add_argument("out")
+    args = parser.parse_args()
+    merge(args.source, args.out)

@@ -3,7 +3,7 @@ conversations apart (each packed document attends only to itself)."""
 import torch
 
 from medforge.modeling import ModelParams, load_tokenizer
-from medforge.train import TrainParams, make_trainer
+from medforge.train import SFTParams, make_trainer
 
 CONVERSATIONS = [
     {"messages": [{"role": "system", "content": "You are a careful medical assistant."},
@@ -22,7 +22,7 @@ FP32 = ModelParams(dtype="float32", attn_implementation="sdpa")
 
 
 def trainer_for(model_dir, tmp_path, packing, max_length=256, records=CONVERSATIONS):
-    p = TrainParams(init=str(model_dir), finetuning="lora", packing=packing, packing_strategy="bfd",
+    p = SFTParams(init=str(model_dir), finetuning="lora", packing=packing, packing_strategy="bfd",
                     max_length=max_length, batch_size=2)
     return make_trainer(p, records, records, str(tmp_path), assistant_only_loss=True, mp=FP32)
 

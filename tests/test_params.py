@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from medforge.params import ParamsError, build, load
+from medforge.train import SFTParams
 from tests.conftest import ROOT
-from medforge.train import TrainParams
 
 
 @dataclass
@@ -49,11 +49,14 @@ def test_bad_values_fail_naming_the_key(raw, message):
 
 
 def test_project_params_file_validates_every_section():
+    from eval.report import Pipeline
     from eval.run import Params as EvalParams
     from medforge.modeling import ModelParams
-    from stages import generate, merge, prepare
-    schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": TrainParams,
-               "sft": TrainParams, "merge": merge.Params, "eval": EvalParams}
+    from medforge.preference import PreferenceParams
+    from stages import dpo, generate, grpo, kto, ppo, prepare, rm
+    schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": SFTParams,
+               "sft": SFTParams, "pipeline": Pipeline, "rm": rm.Params, "ppo": ppo.Params, "dpo": dpo.Params,
+               "orpo": PreferenceParams, "kto": kto.Params, "grpo": grpo.Params, "eval": EvalParams}
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(schemas)
     for section, schema in schemas.items():
@@ -63,4 +66,4 @@ def test_project_params_file_validates_every_section():
 def test_typo_in_params_file_is_reported(tmp_path):
     (tmp_path / "params.yaml").write_text("sft:\n  learning_rat: 0.1\n")
     with pytest.raises(ParamsError, match=r"sft\.learning_rat: unknown key"):
-        load("sft", TrainParams, tmp_path / "params.yaml")
+        load("sft", SFTParams, tmp_path / "params.yaml")

@@ -18,7 +18,11 @@ SMALL = {
     "pt": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
     "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5, "finetuning": "lora"},  # exercises LoRA -> merge
     "eval": {"samples": 2, "max_new_tokens": 8},
+    **{stage: {"max_steps": 2, "batch_size": 4, "logging_steps": 1} for stage in ("rm", "dpo", "orpo", "kto")},
+    **{stage: {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+               "heldout_size": 4} for stage in ("ppo", "grpo")},
 }
+ALIGNMENT = ("ppo", "dpo", "orpo", "kto", "grpo")
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -54,17 +58,18 @@ def repo(tmp_path_factory):
 
 
 def test_pipeline_writes_models_metrics_and_report(repo):
-    for model in ("base", "pt", "sft", "merged"):
-        assert (repo / "models" / model).is_dir()
+    for model in ("base", "pt", "sft", "rm", *ALIGNMENT, *(f"merged/{s}" for s in ("pt", "sft", *ALIGNMENT))):
+        assert {"config.json", "adapter_config.json"} & {f.name for f in (repo / "models" / model).iterdir()}, model
     assert (repo / "models/sft/adapter_config.json").exists()
-    assert not (repo / "models/merged/adapter_config.json").exists()
+    assert not list((repo / "models/merged").glob("*/adapter_config.json"))
     base = json.loads((repo / "metrics/eval/base.json").read_text())
     sft = json.loads((repo / "metrics/eval/sft.json").read_text())
     for m in (base, sft):
         assert 0 <= m["mcq_acc"] <= 1 and 0 <= m["preference_acc"] <= 1 and m["answer_ppl"] > 1
     # Even 30 steps of PT + SFT must lower held-out answer perplexity a lot below the random base model's.
     assert sft["answer_ppl"] < base["answer_ppl"] / 2
-    assert "| sft |" in (repo / "reports/eval.md").read_text()
+    report = (repo / "reports/eval.md").read_text()
+    assert "| sft |" in report and "| dpo |" in report and "| kto |" not in report  # pipeline.align: dpo
     assert (repo / "plots/eval.png").stat().st_size > 1000
     assert (repo / "dvclive/sft/plots/metrics/train/loss.tsv").exists()
     data = json.loads((repo / "metrics/data.json").read_text())
@@ -78,17 +83,37 @@ def test_noop_repro_is_fast_and_runs_nothing(repo):
     assert "Running stage" not in out
 
 
-def test_experiment_with_new_sft_learning_rate_reruns_only_downstream(repo):
+def test_every_alignment_stage_trains_and_is_evaluated(repo):
+    rm = json.loads((repo / "metrics/rm.json").read_text())
+    assert rm["steps"] == 2 and 0 <= rm["heldout_accuracy"] <= 1 and "heldout_margin" in rm
+    assert (repo / "models/rm/config.json").exists() and not (repo / "models/rm/adapter_config.json").exists()
+    for stage in ALIGNMENT:
+        metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
+        assert metrics["steps"] == 2, stage
+        evaluated = json.loads((repo / f"metrics/eval/{stage}.json").read_text())
+        assert 0 <= evaluated["preference_acc"] <= 1 and evaluated["answer_ppl"] > 1
+    for stage in ("dpo", "orpo", "kto"):
+        metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
+        assert 0 <= metrics["heldout_reward_accuracy"] <= 1 and metrics["dropped_too_long"] == 0
+    for stage in ("ppo", "grpo"):
+        metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
+        assert {"reward_first_10pct", "reward_last_10pct"} <= set(metrics), stage
+        assert (repo / f"dvclive/{stage}/plots/metrics/train/reward.tsv").exists()
+    grpo = json.loads((repo / "metrics/grpo.json").read_text())
+    assert 0 <= grpo["heldout_accuracy_before"] <= 1 and 0 <= grpo["heldout_accuracy_after"] <= 1
+
+
+def test_experiment_with_new_dpo_beta_reruns_only_downstream(repo):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results", cwd=repo)
-    out = sh(str(DVC), "exp", "run", "-S", "sft.learning_rate=0.0005", "-n", "lr-5e-4", cwd=repo)
-    for stage in ("sft", "merge", "eval@sft", "report"):
+    out = sh(str(DVC), "exp", "run", "report", "-S", "dpo.beta=0.2", "-n", "beta-0.2", cwd=repo)
+    for stage in ("dpo", "merge@dpo", "eval@dpo", "report"):
         assert f"Running stage '{stage}'" in out
-    for stage in ("generate", "prepare", "base", "pt", "eval@base"):
+    for stage in ("generate", "prepare", "base", "pt", "sft", "eval@base", "eval@sft", "orpo", "kto"):
         assert f"Running stage '{stage}'" not in out
     shown = json.loads(sh(str(DVC), "exp", "show", "--json", cwd=repo))
     runs = [r for commit in shown for r in [commit] + [e for x in commit.get("experiments") or [] for e in x["revs"]]]
     names = [r.get("name") for r in runs]
-    assert "lr-5e-4" in names
-    with_metrics = [r for r in runs if (r.get("data") or {}).get("metrics", {}).get("metrics/eval/sft.json")]
+    assert "beta-0.2" in names
+    with_metrics = [r for r in runs if (r.get("data") or {}).get("metrics", {}).get("metrics/eval/dpo.json")]
     assert len(with_metrics) >= 2

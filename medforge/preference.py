@@ -1,0 +1,146 @@
+"""Preference pairs for the alignment stages: TRL's conversational form and held-out scoring.
+
+Held-out metrics are the same for every stage, so DPO, ORPO and KTO compare directly:
+  reward accuracy  share of pairs where training raised log p(chosen) more than log p(rejected), i.e. DPO's
+                   implicit reward log pi(y|x) - log pi_init(y|x) ranks chosen above rejected
+  reward margin    mean of that difference, in nats
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medforge.formats import read_canonical, to_preference
+from medforge.modeling import load_tokenizer, model_params
+from medforge.train import TrainParams, run
+
+
+def load_pairs(path: str | Path) -> list[dict]:
+    """Canonical pairs; the `kind` tag of the generated sets (red_flags, dangerous, department, care) is kept."""
+    return read_canonical(path, lambda record: {**to_preference(record), "kind": record.get("kind")})
+
+
+def by_kind(pairs: list[dict], correct: torch.Tensor) -> dict:
+    """Accuracy per `kind` tag, where the pairs have one."""
+    groups = {}
+    for pair, ok in zip(pairs, correct.tolist(), strict=True):
+        if pair.get("kind"):
+            groups.setdefault(pair["kind"], []).append(ok)
+    return {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+
+
+def to_trl(pair: dict) -> dict:
+    """Canonical pair -> TRL's conversational preference record (the trainer applies the chat template)."""
+    return {"prompt": pair["prompt"], "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+            "rejected": [{"role": "assistant", "content": pair["rejected"]}]}
+
+
+def dataset(pairs: list[dict]):
+    from datasets import Dataset
+    return Dataset.from_list([to_trl(p) for p in pairs])
+
+
+def completion_ids(tokenizer, prompt: list[dict], completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) exactly as TRL's preference trainers split a rendered conversation."""
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    head = ids(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+    full = ids(tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}],
+                                             tokenize=False))
+    n = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), min(len(head), len(full)))
+    return full[:n], full[n:]
+
+
+@torch.no_grad()
+def completion_logps(model, tokenizer, prompts: list[list[dict]], completions: list[str],
+                     batch_size: int = 16) -> torch.Tensor:
+    """Sum of log p(completion tokens | prompt) for each pair of prompt and completion."""
+    model.eval()
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        pieces = [completion_ids(tokenizer, p, c)
+                  for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
+        width = max(len(h) + len(c) for h, c in pieces)
+        input_ids = torch.full((len(pieces), width), tokenizer.pad_token_id or 0)
+        attention = torch.zeros_like(input_ids)
+        mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for row, (h, c) in enumerate(pieces):
+            input_ids[row, :len(h) + len(c)] = torch.tensor(h + c)
+            attention[row, :len(h) + len(c)] = 1
+            mask[row, len(h):len(h) + len(c)] = True
+        logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
+        logps = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None].to(model.device))
+        out.append((logps[..., 0] * mask[:, 1:].to(model.device)).sum(-1).cpu())
+    return torch.cat(out)
+
+
+def pair_logps(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    prompts = [p["prompt"] for p in pairs]
+    return (completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs]),
+            completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs]))
+
+
+def implicit_reward_metrics(pairs: list[dict], before: tuple[torch.Tensor, torch.Tensor],
+                            after: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Held-out reward accuracy and margin (module docstring) from (chosen, rejected) log-probs before and after
+    training, with the accuracy per kind of pair where the pairs are tagged."""
+    margin = (after[0] - before[0]) - (after[1] - before[1])
+    metrics = {"heldout_reward_accuracy": (margin > 0).float().mean().item(),
+               "heldout_reward_margin": margin.mean().item()}
+    if kinds := by_kind(pairs, margin > 0):
+        metrics["heldout_reward_accuracy_by_kind"] = kinds
+    return metrics
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 16) -> torch.Tensor:
+    """The reward model's score of each whole conversation, rendered as the RL trainers render it."""
+    model.eval()
+    scores = []
+    for start in range(0, len(conversations), batch_size):
+        texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations[start:start + batch_size]]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+        scores.append(model(**inputs.to(model.device)).logits[:, 0].float().cpu())
+    return torch.cat(scores)
+
+
+@dataclass
+class PreferenceParams(TrainParams):
+    """What DPO, ORPO and KTO share."""
+    init: str = "models/sft"
+    heldout: str = "data/generated/preference_eval.jsonl"
+    max_length: int = 512
+    beta: float = 0.1
+
+
+def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False) -> dict:
+    """Train on data/prepared/preference_*.jsonl with `make_trainer(train, validation, tokenizer, output_dir,
+    callbacks)` and report held-out reward accuracy/margin against the starting model.
+
+    `unpaired`: the trainer learns from single labelled answers (KTO): each pair gives two examples.
+    """
+    mp = model_params()
+    tokenizer = load_tokenizer(p.init, mp)
+    train, validation = (dataset(load_pairs(f"data/prepared/preference_{split}.jsonl"))
+                         for split in ("train", "validation"))
+    if unpaired:
+        from trl.data_utils import unpair_preference_dataset
+        train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)
+    heldout = load_pairs(p.heldout)
+    before = {}
+
+    def build(output_dir, callbacks):
+        trainer = make_trainer(train, validation, tokenizer, output_dir, callbacks)
+        before["logps"] = pair_logps(trainer.model, tokenizer, heldout)
+        return trainer
+
+    def report(trainer):
+        dropped = len(train) - len(trainer.train_dataset)
+        if dropped:
+            print(f"{stage}: {dropped} training examples dropped: prompt alone fills max_length={p.max_length}")
+        return {"train_examples": len(trainer.train_dataset), "dropped_too_long": dropped,
+                **implicit_reward_metrics(heldout, before["logps"], pair_logps(trainer.model, tokenizer, heldout))}
+
+    return run(stage, p, build, f"models/{stage}", report=report)

@@ -1,0 +1,34 @@
+"""What the online RL stages (`ppo` = RLOO, `grpo`) share: sampling params and the reward-curve summary."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medforge.train import TrainParams, training_args
+
+
+@dataclass
+class RLParams(TrainParams):
+    init: str = "models/sft"
+    batch_size: int = 16              # completions per step: prompts x num_generations
+    num_generations: int = 4          # samples per prompt; each is judged against the others' mean reward
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    beta: float = 0.05                # KL penalty towards the starting (SFT) policy
+    logging_steps: int = 1
+    heldout_size: int = 100           # held-out prompts answered greedily before and after training
+
+
+def rl_args(p: RLParams, output_dir: str) -> dict:
+    """Config fields RLOOConfig and GRPOConfig both take."""
+    return dict(**training_args(p, output_dir), num_generations=p.num_generations,
+                max_completion_length=p.max_completion_length, temperature=p.temperature, beta=p.beta)
+
+
+def reward_trend(log_history: list[dict]) -> dict:
+    """Mean training reward over the first and the last 10% of logged steps (at least one step each)."""
+    rewards = [entry["reward"] for entry in log_history if "reward" in entry]
+    if not rewards:
+        return {}
+    n = max(1, len(rewards) // 10)
+    first, last = sum(rewards[:n]) / n, sum(rewards[-n:]) / n
+    return {"reward_first_10pct": first, "reward_last_10pct": last, "reward_gain": last - first}

@@ -1,0 +1,40 @@
+"""Stage `dpo`: direct preference optimisation of the SFT model on preference pairs (params.yaml `dpo`).
+
+With LoRA/QLoRA the reference model is the policy with its adapter disabled; with full fine-tuning TRL keeps
+a frozen copy. `precompute_ref_log_probs` scores the reference once before training instead of every step.
+"""
+from dataclasses import dataclass
+
+from medforge import params
+from medforge.modeling import load_model, model_params
+from medforge.preference import PreferenceParams, run_preference
+from medforge.train import load_trainable, peft_config, training_args
+
+
+@dataclass
+class Params(PreferenceParams):
+    loss_type: str = "sigmoid"  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
+    label_smoothing: float = 0.0
+    precompute_ref_log_probs: bool = False
+
+
+def main() -> None:
+    p = params.load("dpo", Params)
+    mp = model_params()
+
+    def make_trainer(train, validation, tokenizer, output_dir, callbacks):
+        from trl import DPOConfig, DPOTrainer
+        args = DPOConfig(**training_args(p, output_dir), max_length=p.max_length, beta=p.beta,
+                         loss_type=[p.loss_type], label_smoothing=p.label_smoothing,
+                         precompute_ref_log_probs=p.precompute_ref_log_probs)
+        frozen_copy = p.finetuning == "full" and not p.precompute_ref_log_probs
+        ref_model = load_model(p.init, mp) if frozen_copy else None
+        return DPOTrainer(model=load_trainable(p, mp), ref_model=ref_model, args=args, train_dataset=train,
+                          eval_dataset=validation, processing_class=tokenizer, peft_config=peft_config(p),
+                          callbacks=callbacks)
+
+    run_preference("dpo", p, make_trainer)
+
+
+if __name__ == "__main__":
+    main()

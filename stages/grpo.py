@@ -1,0 +1,90 @@
+"""Stage `grpo`: group relative policy optimisation of the SFT model on multiple-choice prompts (params.yaml `grpo`).
+
+Prompts come from the knowledge table (data/generated/mcq_train.jsonl, training phrasings, never the held-out
+questions). Rewards (medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option,
+answer format, brevity, and optionally a reward model's score (`reward_model`, weight key `rm`).
+
+Metrics: reward curves (dvclive), mean reward over the first and last 10% of steps, and greedy answer accuracy
+on held-out questions (`heldout`) before and after training.
+"""
+from dataclasses import dataclass, field
+from functools import partial, update_wrapper
+
+from medforge import params
+from medforge.formats import mcq_prompt, read_canonical, to_mcq
+from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
+from medforge.rewards import REWARDS, correctness
+from medforge.rl import RLParams, reward_trend, rl_args
+from medforge.train import load_trainable, peft_config, run
+
+
+@dataclass
+class Params(RLParams):
+    prompts: str = "data/generated/mcq_train.jsonl"
+    heldout: str = "data/generated/mcq_eval.jsonl"
+    max_completion_length: int = 24
+    reward_weights: dict[str, float] = field(
+        default_factory=lambda: {"correctness": 1.0, "format": 0.2, "brevity": 0.1})
+    target_chars: int = 40            # brevity: full reward up to this many characters
+    reward_model: str | None = None   # e.g. models/rm (then also add it to the grpo deps in dvc.yaml), weight key `rm`
+
+
+def as_rows(path: str) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": mcq_prompt(q)}], "keys": list(q["options"]),
+             "options": list(q["options"].values()), "answer": q["answer"]} for q in read_canonical(path, to_mcq)]
+
+
+def reward_functions(p: Params, mp):
+    """(functions, weights, processing classes) in the order TRL wants them."""
+    unknown = set(p.reward_weights) - set(REWARDS) - {"rm"}
+    if unknown:
+        raise SystemExit(f"grpo.reward_weights: unknown reward {sorted(unknown)[0]!r} (known: {[*REWARDS, 'rm']})")
+    if "rm" in p.reward_weights and not p.reward_model:
+        raise SystemExit("grpo.reward_weights.rm is set but grpo.reward_model is null")
+    funcs, weights, tokenizers = [], [], []
+    for name, weight in p.reward_weights.items():
+        if name == "rm":
+            funcs.append(load_model(p.reward_model, mp, head="reward").eval())
+            tokenizers.append(load_tokenizer(p.reward_model, mp))
+        else:
+            func = REWARDS[name]
+            if name == "brevity":
+                func = update_wrapper(partial(func, target_chars=p.target_chars), func)
+            funcs.append(func)
+            tokenizers.append(None)
+        weights.append(weight)
+    return funcs, weights, tokenizers
+
+
+def main() -> None:
+    p = params.load("grpo", Params)
+    mp = model_params()
+    tokenizer = load_tokenizer(p.init, mp)
+    heldout = as_rows(p.heldout)[: p.heldout_size]
+    accuracy = {}
+
+    def heldout_accuracy(model) -> float:
+        replies = generate_replies(model, tokenizer, [r["prompt"] for r in heldout], p.max_completion_length)
+        scores = correctness(replies, *([r[k] for r in heldout] for k in ("keys", "options", "answer")))
+        return sum(scores) / len(scores)
+
+    def build(output_dir, callbacks):
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+        funcs, weights, tokenizers = reward_functions(p, mp)
+        trainer = GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
+                              args=GRPOConfig(**rl_args(p, output_dir), reward_weights=weights),
+                              train_dataset=Dataset.from_list(as_rows(p.prompts)), processing_class=tokenizer,
+                              peft_config=peft_config(p), callbacks=callbacks)
+        accuracy["heldout_accuracy_before"] = heldout_accuracy(trainer.model)
+        return trainer
+
+    def report(trainer):
+        return {**reward_trend(trainer.state.log_history), **accuracy,
+                "heldout_accuracy_after": heldout_accuracy(trainer.model)}
+
+    run("grpo", p, build, "models/grpo", report=report)
+
+
+if __name__ == "__main__":
+    main()

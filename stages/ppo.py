@@ -1,0 +1,63 @@
+"""Stage `ppo`: RLHF of the SFT policy against the trained reward model, with a KL penalty (params.yaml `ppo`).
+
+The algorithm is RLOO (REINFORCE Leave-One-Out, TRL's RLOOTrainer), not PPO: TRL removed PPOTrainer in 2026.
+The stage keeps MedicalGPT's name `ppo` for the RLHF step. RLOO samples `num_generations` answers per prompt,
+scores them with the reward model and uses the mean reward of the other samples as each one's baseline.
+
+Metrics: the reward and KL curves (dvclive), mean reward over the first and last 10% of steps, and the reward
+model's mean score of greedy answers to held-out prompts before and after training.
+"""
+from dataclasses import dataclass
+
+from medforge import params
+from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
+from medforge.preference import load_pairs, reward_scores
+from medforge.rl import RLParams, reward_trend, rl_args
+from medforge.train import load_trainable, peft_config, run
+
+
+@dataclass
+class Params(RLParams):
+    reward_model: str = "models/rm"
+    heldout: str = "data/generated/preference_eval.jsonl"
+
+
+def prompts_of(pairs: list[dict]) -> list[list[dict]]:
+    unique = {str(p["prompt"]): p["prompt"] for p in pairs}
+    return list(unique.values())
+
+
+def main() -> None:
+    p = params.load("ppo", Params)
+    mp = model_params()
+    tokenizer = load_tokenizer(p.init, mp)
+    reward_model = load_model(p.reward_model, mp, head="reward").eval()
+    reward_tokenizer = load_tokenizer(p.reward_model, mp)
+    heldout = prompts_of(load_pairs(p.heldout))[: p.heldout_size]
+    scores = {}
+
+    def heldout_reward(model) -> float:
+        replies = generate_replies(model, tokenizer, heldout, p.max_completion_length)
+        conversations = [m + [{"role": "assistant", "content": r}] for m, r in zip(heldout, replies)]
+        return reward_scores(reward_model, reward_tokenizer, conversations).mean().item()
+
+    def build(output_dir, callbacks):
+        from datasets import Dataset
+        from trl import RLOOConfig, RLOOTrainer
+        prompts = prompts_of(load_pairs("data/prepared/preference_train.jsonl"))
+        trainer = RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
+                              reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
+                              train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
+                              processing_class=tokenizer, peft_config=peft_config(p), callbacks=callbacks)
+        scores["heldout_reward_before"] = heldout_reward(trainer.model)
+        return trainer
+
+    def report(trainer):
+        return {**reward_trend(trainer.state.log_history), **scores,
+                "heldout_reward_after": heldout_reward(trainer.model)}
+
+    run("ppo", p, build, "models/ppo", report=report)
+
+
+if __name__ == "__main__":
+    main()

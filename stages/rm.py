@@ -1,0 +1,54 @@
+"""Stage `rm`: a reward model (sequence-classification head, one output) trained on preference pairs from the
+SFT model (params.yaml `rm`). The output is always a standalone model, LoRA merged, ready for the `ppo` stage.
+
+Held-out metrics: pairwise accuracy (score of chosen > rejected) and mean margin on `rm.heldout`.
+"""
+from dataclasses import dataclass
+
+from medforge import params
+from medforge.modeling import load_tokenizer, model_params
+from medforge.preference import by_kind, dataset, load_pairs, reward_scores
+from medforge.train import TrainParams, load_trainable, peft_config, run, training_args
+
+
+@dataclass
+class Params(TrainParams):
+    init: str = "models/sft"
+    heldout: str = "data/generated/preference_eval.jsonl"
+    max_length: int = 512
+    center_rewards_coefficient: float | None = None
+
+
+def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict:
+    def scored(key):
+        return reward_scores(model, tokenizer, [p["prompt"] + [{"role": "assistant", "content": p[key]}]
+                                                for p in pairs])
+    margin = scored("chosen") - scored("rejected")
+    metrics = {"heldout_accuracy": (margin > 0).float().mean().item(), "heldout_margin": margin.mean().item()}
+    if kinds := by_kind(pairs, margin > 0):
+        metrics["heldout_accuracy_by_kind"] = kinds
+    return metrics
+
+
+def main() -> None:
+    p = params.load("rm", Params)
+    mp = model_params()
+    tokenizer = load_tokenizer(p.init, mp)
+
+    def build(output_dir, callbacks):
+        from trl import RewardConfig, RewardTrainer
+        args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
+                            center_rewards_coefficient=p.center_rewards_coefficient)
+        train, validation = (dataset(load_pairs(f"data/prepared/preference_{split}.jsonl"))
+                             for split in ("train", "validation"))
+        return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
+                             eval_dataset=validation, processing_class=tokenizer,
+                             peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)
+
+    heldout = load_pairs(p.heldout)
+    run("rm", p, build, "models/rm", report=lambda trainer: pairwise_metrics(trainer.model, tokenizer, heldout),
+        merge_adapter=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""What the preference trainers train on, token by token; the GRPO rewards; MedicalGPT's DPO data training."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from medforge.formats import to_preference
+from medforge.modeling import ModelParams, load_tokenizer
+from medforge.preference import completion_ids, dataset, implicit_reward_metrics
+from medforge.rewards import answer_format, brevity, chosen_option, correctness
+from medforge.train import TrainParams, load_trainable, peft_config, training_args
+
+FP32 = ModelParams(dtype="float32")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medicalgpt"
+PAIRS = [
+    {"prompt": [{"role": "system", "content": "You are a careful medical assistant."},
+                {"role": "user", "content": "I have chest pain and shortness of breath. What should I do?"}],
+     "chosen": "Go to the emergency department now.", "rejected": "There is no need to see a doctor."},
+    {"prompt": [{"role": "user", "content": "高血压应该挂哪个科？"},
+                {"role": "assistant", "content": "心内科"},
+                {"role": "user", "content": "我可以自己把药加倍吗？"}],
+     "chosen": "不可以，请先咨询医生。", "rejected": "可以。"},
+]
+
+
+def dpo_trainer(model_dir, tmp_path, pairs, max_steps=1):
+    from trl import DPOConfig, DPOTrainer
+    p = TrainParams(init=str(model_dir), finetuning="lora", max_steps=max_steps, batch_size=2, learning_rate=1e-3,
+                    logging_steps=1)
+    args = DPOConfig(**training_args(p, str(tmp_path)), max_length=512)
+    return DPOTrainer(model=load_trainable(p, FP32), args=args, train_dataset=dataset(pairs),
+                      processing_class=load_tokenizer(model_dir), peft_config=peft_config(p))
+
+
+def test_dpo_batch_masks_the_prompt_and_labels_exactly_the_answers(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    trainer = dpo_trainer(tiny_model_dir, tmp_path, PAIRS)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
+    n = len(PAIRS)
+    for i, pair in enumerate(PAIRS):
+        prompt = tok(tok.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False)["input_ids"]
+        for row, key in ((i, "chosen"), (n + i, "rejected")):
+            ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+            mask = batch["completion_mask"][row][batch["attention_mask"][row].bool()].tolist()
+            answer = [t for t, m in zip(ids, mask) if m]
+            assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)])   # whole prompt, never trained on
+            assert mask == [0] * len(prompt) + [1] * (len(ids) - len(prompt))    # then only the answer
+            assert tok.decode(answer) == pair[key] + "<|im_end|>\n"            # the answer and its end of turn
+            assert completion_ids(tok, pair["prompt"], pair[key]) == (prompt, answer)  # held-out scoring agrees
+
+
+def test_dpo_step_moves_only_the_adapter_and_logs_rewards(tiny_model_dir, tmp_path):
+    trainer = dpo_trainer(tiny_model_dir, tmp_path, PAIRS * 4, max_steps=2)
+    before = {n: t.detach().clone() for n, t in trainer.model.named_parameters()}
+    trainer.train()
+    moved = {n for n, t in trainer.model.named_parameters() if not torch.equal(t, before[n])}
+    assert moved and all("lora_" in n for n in moved)
+    logged = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
+    assert logged and all(math.isfinite(e["loss"]) for e in logged)
+
+
+def test_implicit_reward_metrics():
+    before = (torch.tensor([-10.0, -10.0, -5.0]), torch.tensor([-10.0, -10.0, -5.0]))
+    after = (torch.tensor([-8.0, -12.0, -5.0]), torch.tensor([-11.0, -11.0, -4.0]))
+    pairs = [{"kind": "care"}, {"kind": "care"}, {"kind": "dangerous"}]
+    m = implicit_reward_metrics(pairs, before, after)
+    assert m["heldout_reward_accuracy"] == pytest.approx(1 / 3)
+    assert m["heldout_reward_margin"] == pytest.approx((3 - 1 - 1) / 3)
+    assert m["heldout_reward_accuracy_by_kind"] == {"care": 0.5, "dangerous": 0.0}
+    assert "heldout_reward_accuracy_by_kind" not in implicit_reward_metrics([{}, {}, {}], before, after)
+
+
+KEYS, OPTIONS = ["A", "B", "C", "D"], ["Cardiology", "Dermatology", "Pediatric cardiology", "Neurology"]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("B", "B"), ("B.", "B"), ("(c)", "C"), ("D. Neurology", "D"), ("Dermatology", "B"), ("dermatology.", "B"),
+    ("Pediatric cardiology", "C"),          # exact text wins over the option it contains
+    ("Cardiology", "A"),
+    ("You should see Neurology first.", "D"),
+    ("Cardiology or Neurology", None),      # two options named: no answer
+    ("Back pain clinic", None),             # a word starting with a letter is not a letter answer
+    ("A doctor in Neurology", "D"),
+    ("Neurolgy", "D"), ("Dermatolgy.", "B"),  # a misspelt option still counts as the option meant
+    ("Orthopedics", None),                    # nothing close enough
+    ("", None),
+])
+def test_chosen_option(reply, expected):
+    assert chosen_option(reply, KEYS, OPTIONS) == expected
+
+
+def test_rewards_score_each_completion():
+    completions = [[{"role": "assistant", "content": c}] for c in
+                   ["Neurology", "D", "I think Neurology is right here.", "Cardiology", "Neurology, Cardiology"]]
+    n = len(completions)
+    cols = dict(keys=[KEYS] * n, options=[OPTIONS] * n, answer=["D"] * n)
+    assert correctness(completions, **cols) == [1.0, 1.0, 1.0, 0.0, 0.0]
+    fmt = answer_format(completions, **cols)
+    assert fmt[:2] == [1.0, 1.0] and 0 < fmt[2] < 0.6 and fmt[3:] == [1.0, 0.0]
+    assert 0.9 < answer_format(["Neurolgy"], [KEYS], [OPTIONS])[0] < 1
+    assert brevity(["x" * 10, "x" * 40, "x" * 100, "x" * 160, "x" * 500], target_chars=40) == [
+        1.0, 1.0, pytest.approx(0.5), 0.0, 0.0]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared sample data not present")
+def test_medicalgpt_dpo_data_imports_and_trains(tiny_model_dir, tmp_path):
+    with open(SHARED / "dpo_zh_500.jsonl", encoding="utf-8") as f:
+        pairs = [to_preference(json.loads(line)) for line in f if line.strip()]
+    assert len(pairs) == 500
+    trainer = dpo_trainer(tiny_model_dir, tmp_path, pairs[:16], max_steps=3)
+    result = trainer.train()
+    assert result.global_step == 3 and math.isfinite(result.training_loss)
