@@ -25,10 +25,16 @@ def rl_args(p: RLParams, output_dir: str) -> dict:
 
 
 def reward_trend(log_history: list[dict]) -> dict:
-    """Mean training reward over the first and the last 10% of logged steps (at least one step each)."""
+    """Mean training reward over the first and the last 10% of logged steps (at least one step each), and the
+    mean reward and KL to the starting policy over the whole run."""
     rewards = [entry["reward"] for entry in log_history if "reward" in entry]
     if not rewards:
         return {}
     n = max(1, len(rewards) // 10)
     first, last = sum(rewards[:n]) / n, sum(rewards[-n:]) / n
-    return {"reward_first_10pct": first, "reward_last_10pct": last, "reward_gain": last - first}
+    trend = {"reward_first_10pct": first, "reward_last_10pct": last, "reward_gain": last - first,
+             "reward_mean": sum(rewards) / len(rewards)}
+    kls = [entry["kl"] for entry in log_history if "kl" in entry]
+    if kls:
+        trend["kl_mean"] = sum(kls) / len(kls)
+    return trend

@@ -113,3 +113,12 @@ def test_medicalgpt_dpo_data_imports_and_trains(tiny_model_dir, tmp_path):
     trainer = dpo_trainer(tiny_model_dir, tmp_path, pairs[:16], max_steps=3)
     result = trainer.train()
     assert result.global_step == 3 and math.isfinite(result.training_loss)
+
+
+def test_reward_trend_compares_first_and_last_tenth():
+    from medforge.rl import reward_trend
+    history = [{"reward": float(i), "kl": 0.1} for i in range(20)] + [{"loss": 1.0}]
+    trend = reward_trend(history)
+    assert trend["reward_first_10pct"] == 0.5 and trend["reward_last_10pct"] == 18.5
+    assert trend["reward_gain"] == 18.0 and trend["kl_mean"] == pytest.approx(0.1)
+    assert reward_trend([{"loss": 1.0}]) == {}
