@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from medforge.formats import read_canonical, to_preference
-from medforge.modeling import load_tokenizer, model_params
+from medforge.modeling import load_model, load_tokenizer, model_params
 from medforge.train import TrainParams, run
 
 
@@ -115,6 +115,23 @@ class PreferenceParams(TrainParams):
     beta: float = 0.1
 
 
+@dataclass
+class ReferenceParams(PreferenceParams):
+    """DPO and KTO: trained against a reference (the starting model)."""
+    precompute_ref_log_probs: bool = False
+
+
+def reference_model(p: ReferenceParams, mp):
+    """The frozen reference TRL needs only under full fine-tuning without precomputed reference log-probs;
+    None otherwise (LoRA: the policy with its adapter disabled; precomputed: scored once before training)."""
+    return load_model(p.init, mp) if p.finetuning == "full" and not p.precompute_ref_log_probs else None
+
+
+def prepared_pairs(split: str) -> list[dict]:
+    """The `prepare` stage's preference pairs: split = train | validation."""
+    return load_pairs(f"data/prepared/preference_{split}.jsonl")
+
+
 def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False) -> dict:
     """Train on data/prepared/preference_*.jsonl with `make_trainer(train, validation, tokenizer, output_dir,
     callbacks)` and report held-out reward accuracy/margin against the starting model.
@@ -123,8 +140,7 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     """
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    train, validation = (dataset(load_pairs(f"data/prepared/preference_{split}.jsonl"))
-                         for split in ("train", "validation"))
+    train, validation = dataset(prepared_pairs("train")), dataset(prepared_pairs("validation"))
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
         train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)

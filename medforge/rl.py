@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medforge.train import TrainParams, training_args
+from medforge.train import TrainParams, run, training_args
 
 
 @dataclass
@@ -38,3 +38,20 @@ def reward_trend(log_history: list[dict]) -> dict:
     if kls:
         trend["kl_mean"] = sum(kls) / len(kls)
     return trend
+
+
+def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_score) -> dict:
+    """Train `make_trainer(output_dir, callbacks)`; report the reward trend and `heldout_score(model)` before and
+    after training as `<heldout_metric>_before` / `_after`."""
+    before = {}
+
+    def build(output_dir, callbacks):
+        trainer = make_trainer(output_dir, callbacks)
+        before[f"{heldout_metric}_before"] = heldout_score(trainer.model)
+        return trainer
+
+    def report(trainer):
+        return {**reward_trend(trainer.state.log_history), **before,
+                f"{heldout_metric}_after": heldout_score(trainer.model)}
+
+    return run(stage, p, build, f"models/{stage}", report=report)

@@ -6,16 +6,15 @@ a frozen copy. `precompute_ref_log_probs` scores the reference once before train
 from dataclasses import dataclass
 
 from medforge import params
-from medforge.modeling import load_model, model_params
-from medforge.preference import PreferenceParams, run_preference
+from medforge.modeling import model_params
+from medforge.preference import ReferenceParams, reference_model, run_preference
 from medforge.train import load_trainable, peft_config, training_args
 
 
 @dataclass
-class Params(PreferenceParams):
+class Params(ReferenceParams):
     loss_type: str = "sigmoid"  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
     label_smoothing: float = 0.0
-    precompute_ref_log_probs: bool = False
 
 
 def main() -> None:
@@ -27,11 +26,9 @@ def main() -> None:
         args = DPOConfig(**training_args(p, output_dir), max_length=p.max_length, beta=p.beta,
                          loss_type=[p.loss_type], label_smoothing=p.label_smoothing,
                          precompute_ref_log_probs=p.precompute_ref_log_probs)
-        frozen_copy = p.finetuning == "full" and not p.precompute_ref_log_probs
-        ref_model = load_model(p.init, mp) if frozen_copy else None
-        return DPOTrainer(model=load_trainable(p, mp), ref_model=ref_model, args=args, train_dataset=train,
-                          eval_dataset=validation, processing_class=tokenizer, peft_config=peft_config(p),
-                          callbacks=callbacks)
+        return DPOTrainer(model=load_trainable(p, mp), ref_model=reference_model(p, mp), args=args,
+                          train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+                          peft_config=peft_config(p), callbacks=callbacks)
 
     run_preference("dpo", p, make_trainer)
 

@@ -14,8 +14,8 @@ from medforge import params
 from medforge.formats import mcq_prompt, read_canonical, to_mcq
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 from medforge.rewards import REWARDS, correctness
-from medforge.rl import RLParams, reward_trend, rl_args
-from medforge.train import load_trainable, peft_config, run
+from medforge.rl import RLParams, rl_args, run_rl
+from medforge.train import load_trainable, peft_config
 
 
 @dataclass
@@ -61,29 +61,22 @@ def main() -> None:
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     heldout = as_rows(p.heldout)[: p.heldout_size]
-    accuracy = {}
 
     def heldout_accuracy(model) -> float:
         replies = generate_replies(model, tokenizer, [r["prompt"] for r in heldout], p.max_completion_length)
         scores = correctness(replies, *([r[k] for r in heldout] for k in ("keys", "options", "answer")))
         return sum(scores) / len(scores)
 
-    def build(output_dir, callbacks):
+    def make_trainer(output_dir, callbacks):
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
         funcs, weights, tokenizers = reward_functions(p, mp)
-        trainer = GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
-                              args=GRPOConfig(**rl_args(p, output_dir), reward_weights=weights),
-                              train_dataset=Dataset.from_list(as_rows(p.prompts)), processing_class=tokenizer,
-                              peft_config=peft_config(p), callbacks=callbacks)
-        accuracy["heldout_accuracy_before"] = heldout_accuracy(trainer.model)
-        return trainer
+        return GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
+                           args=GRPOConfig(**rl_args(p, output_dir), reward_weights=weights),
+                           train_dataset=Dataset.from_list(as_rows(p.prompts)), processing_class=tokenizer,
+                           peft_config=peft_config(p), callbacks=callbacks)
 
-    def report(trainer):
-        return {**reward_trend(trainer.state.log_history), **accuracy,
-                "heldout_accuracy_after": heldout_accuracy(trainer.model)}
-
-    run("grpo", p, build, "models/grpo", report=report)
+    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,15 @@ KTO learns from single answers labelled desirable or undesirable: each preferenc
 from dataclasses import dataclass
 
 from medforge import params
-from medforge.modeling import load_model, model_params
-from medforge.preference import PreferenceParams, run_preference
+from medforge.modeling import model_params
+from medforge.preference import ReferenceParams, reference_model, run_preference
 from medforge.train import load_trainable, peft_config, training_args
 
 
 @dataclass
-class Params(PreferenceParams):
+class Params(ReferenceParams):
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
-    precompute_ref_log_probs: bool = False
 
 
 def main() -> None:
@@ -27,9 +26,7 @@ def main() -> None:
         args = KTOConfig(**training_args(p, output_dir), max_length=p.max_length, beta=p.beta,
                          desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight,
                          precompute_ref_log_probs=p.precompute_ref_log_probs)
-        frozen_copy = p.finetuning == "full" and not p.precompute_ref_log_probs
-        ref_model = load_model(p.init, mp) if frozen_copy else None
-        return KTOTrainer(model=load_trainable(p, mp), ref_model=ref_model, args=args,
+        return KTOTrainer(model=load_trainable(p, mp), ref_model=reference_model(p, mp), args=args,
                           train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
                           peft_config=peft_config(p), callbacks=callbacks)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from medforge import params
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
-from medforge.preference import load_pairs, reward_scores
-from medforge.rl import RLParams, reward_trend, rl_args
-from medforge.train import load_trainable, peft_config, run
+from medforge.preference import load_pairs, prepared_pairs, reward_scores
+from medforge.rl import RLParams, rl_args, run_rl
+from medforge.train import load_trainable, peft_config
 
 
 @dataclass
@@ -34,29 +34,22 @@ def main() -> None:
     reward_model = load_model(p.reward_model, mp, head="reward").eval()
     reward_tokenizer = load_tokenizer(p.reward_model, mp)
     heldout = prompts_of(load_pairs(p.heldout))[: p.heldout_size]
-    scores = {}
 
     def heldout_reward(model) -> float:
         replies = generate_replies(model, tokenizer, heldout, p.max_completion_length)
         conversations = [m + [{"role": "assistant", "content": r}] for m, r in zip(heldout, replies)]
         return reward_scores(reward_model, reward_tokenizer, conversations).mean().item()
 
-    def build(output_dir, callbacks):
+    def make_trainer(output_dir, callbacks):
         from datasets import Dataset
         from trl import RLOOConfig, RLOOTrainer
-        prompts = prompts_of(load_pairs("data/prepared/preference_train.jsonl"))
-        trainer = RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
-                              reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
-                              train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
-                              processing_class=tokenizer, peft_config=peft_config(p), callbacks=callbacks)
-        scores["heldout_reward_before"] = heldout_reward(trainer.model)
-        return trainer
+        prompts = prompts_of(prepared_pairs("train"))
+        return RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
+                           reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
+                           train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
+                           processing_class=tokenizer, peft_config=peft_config(p), callbacks=callbacks)
 
-    def report(trainer):
-        return {**reward_trend(trainer.state.log_history), **scores,
-                "heldout_reward_after": heldout_reward(trainer.model)}
-
-    run("ppo", p, build, "models/ppo", report=report)
+    run_rl("ppo", p, make_trainer, "heldout_reward", heldout_reward)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
-from medforge.preference import by_kind, dataset, load_pairs, reward_scores
+from medforge.preference import by_kind, dataset, load_pairs, prepared_pairs, reward_scores
 from medforge.train import TrainParams, load_trainable, peft_config, run, training_args
 
 
@@ -39,8 +39,7 @@ def main() -> None:
         from trl import RewardConfig, RewardTrainer
         args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
                             center_rewards_coefficient=p.center_rewards_coefficient)
-        train, validation = (dataset(load_pairs(f"data/prepared/preference_{split}.jsonl"))
-                             for split in ("train", "validation"))
+        train, validation = dataset(prepared_pairs("train")), dataset(prepared_pairs("validation"))
         return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
                              eval_dataset=validation, processing_class=tokenizer,
                              peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)
