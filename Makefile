@@ -11,10 +11,22 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
+# Distributed training (README "Distributed training"), read by medforge.launch: `make sft NPROC=8 DIST=zero3`.
+DIST ?= single
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+export DIST NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT
+
+# GPU-only extras (DeepSpeed, Liger kernels); DeepSpeed's CUDA ops compile on first use, not at install.
+GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r requirements-gpu.lock
+
 STAGES := generate prepare base pt sft rm report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup test lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all setup setup-gpu test bench lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
@@ -23,12 +35,19 @@ all: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock requirements.in
+# On a machine with an NVIDIA GPU the GPU extras come too (their Triton comes with the CUDA build of torch).
+$(STAMP): requirements.lock requirements.in requirements-gpu.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements.lock
+	if nvidia-smi -L >/dev/null 2>&1; then $(GPU_EXTRAS); fi
 	$(BIN)/pip check
 	touch $@
+
+setup-gpu: $(STAMP)
+	@nvidia-smi -L >/dev/null 2>&1 || { echo "setup-gpu: no NVIDIA GPU here (nvidia-smi -L failed)"; exit 1; }
+	$(GPU_EXTRAS)
+	$(BIN)/pip check
 
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py
@@ -57,6 +76,10 @@ push: $(STAMP)
 
 pull: $(STAMP)
 	$(BIN)/dvc pull
+
+# GPU throughput: fast configuration vs plain baseline, side by side (BENCHMARKS.md); skips without a GPU.
+bench: $(STAMP)
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -1,6 +1,7 @@
 """Model and tokenizer loading: dtype, device, quantization, LoRA targets, adapters. One place for all stages."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,7 @@ class ModelParams:
     revision: str = "main"
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # auto: varlen (medforge/attention.py) on a GPU, sdpa on a CPU
     tiny: TinyParams = field(default_factory=TinyParams)
 
 
@@ -41,6 +42,22 @@ def torch_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
+
+
+def attn_implementation(name: str) -> str:
+    """transformers' attention name; registers medforge's padding-free `varlen` attention when it is chosen."""
+    if name == "auto":
+        name = "varlen" if torch.cuda.is_available() else "sdpa"
+    if name == "varlen":
+        from medforge import attention
+        attention.register()
+    return name
+
+
+def device_map() -> dict | None:
+    """This process's GPU (LOCAL_RANK under accelerate/torchrun); None under ZeRO-3, which shards the weights itself."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    return None if is_deepspeed_zero3_enabled() else {"": int(os.environ.get("LOCAL_RANK", 0))}
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -78,10 +95,10 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     mp = mp or ModelParams()
     kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code,
-                  use_safetensors=True, attn_implementation=mp.attn_implementation,
+                  use_safetensors=True, attn_implementation=attn_implementation(mp.attn_implementation),
                   quantization_config=quantization_config(bits))
     if torch.cuda.is_available():
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = device_map()
     if not is_adapter(path):
         if head == "reward":
             return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)

@@ -7,6 +7,8 @@ Held-out metrics are the same for every stage, so DPO, ORPO and KTO compare dire
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 
 from medforge.formats import read_canonical, to_preference
 from medforge.modeling import load_model, load_tokenizer, model_params
-from medforge.train import TrainParams, run
+from medforge.train import TrainParams, grouped_by_length, length_grouped, run, whole_weights
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -38,8 +40,20 @@ def to_trl(pair: dict) -> dict:
 
 
 def dataset(pairs: list[dict]):
-    from datasets import Dataset
-    return Dataset.from_list([to_trl(p) for p in pairs])
+    """TRL's records as a Dataset; under several processes backed by an Arrow file in the datasets cache: TRL caches
+    precomputed reference log-probs next to a dataset's file, where every process finds them (an in-memory dataset's
+    cache goes to a temporary directory of each process's own)."""
+    from datasets import Dataset, config
+    records = Dataset.from_list([to_trl(p) for p in pairs])
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return records
+    path = Path(config.HF_DATASETS_CACHE) / "medforge" / f"{records._fingerprint}.arrow"
+    if not path.exists():  # any process may write it: the same content, moved into place atomically
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            records.flatten_indices(cache_file_name=f"{tmp}/data.arrow")
+            os.replace(f"{tmp}/data.arrow", path)
+    return Dataset.from_file(str(path))
 
 
 def completion_ids(tokenizer, prompt: list[dict], completion: str) -> tuple[list[int], list[int]]:
@@ -140,7 +154,11 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     """
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    train, validation = dataset(prepared_pairs("train")), dataset(prepared_pairs("validation"))
+    pairs = prepared_pairs("train")
+    if grouped_by_length(p) and not unpaired:
+        step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
+        pairs = length_grouped(pairs, [pair_length(x) for x in pairs], step, p.seed)
+    train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
         train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)
@@ -149,7 +167,8 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
 
     def build(output_dir, callbacks):
         trainer = make_trainer(train, validation, tokenizer, output_dir, callbacks)
-        before["logps"] = pair_logps(trainer.model, tokenizer, heldout)
+        with whole_weights(trainer.model):
+            before["logps"] = pair_logps(trainer.model, tokenizer, heldout)
         return trainer
 
     def report(trainer):
@@ -160,3 +179,8 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
                 **implicit_reward_metrics(heldout, before["logps"], pair_logps(trainer.model, tokenizer, heldout))}
 
     return run(stage, p, build, f"models/{stage}", report=report)
+
+
+def pair_length(pair: dict) -> int:
+    """Characters of the prompt and the longer answer: the padded length a pair needs, for length grouping."""
+    return sum(len(m["content"]) for m in pair["prompt"]) + max(len(pair["chosen"]), len(pair["rejected"]))

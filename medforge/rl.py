@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medforge.train import TrainParams, run, training_args
+from medforge.train import TrainParams, run, training_args, whole_weights
 
 
 @dataclass
@@ -47,7 +47,8 @@ def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_s
 
     def build(output_dir, callbacks):
         trainer = make_trainer(output_dir, callbacks)
-        before[f"{heldout_metric}_before"] = heldout_score(trainer.model)
+        with whole_weights(trainer.model):
+            before[f"{heldout_metric}_before"] = heldout_score(trainer.model)
         return trainer
 
     def report(trainer):

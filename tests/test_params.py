@@ -49,6 +49,7 @@ def test_bad_values_fail_naming_the_key(raw, message):
 
 
 def test_project_params_file_validates_every_section():
+    from bench.throughput import Params as BenchParams
     from eval.report import Pipeline
     from eval.run import Params as EvalParams
     from medforge.modeling import ModelParams
@@ -56,7 +57,8 @@ def test_project_params_file_validates_every_section():
     from stages import dpo, generate, grpo, kto, ppo, prepare, rm
     schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": SFTParams,
                "sft": SFTParams, "pipeline": Pipeline, "rm": rm.Params, "ppo": ppo.Params, "dpo": dpo.Params,
-               "orpo": PreferenceParams, "kto": kto.Params, "grpo": grpo.Params, "eval": EvalParams}
+               "orpo": PreferenceParams, "kto": kto.Params, "grpo": grpo.Params, "eval": EvalParams,
+               "bench": BenchParams}
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(schemas)
     for section, schema in schemas.items():

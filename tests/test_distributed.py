@@ -1,0 +1,129 @@
+"""Multi-process training through the real launcher: `python -m medforge.launch stages.sft` with NPROC=2 on the CPU
+(torchrun, gloo), against one process with twice the gradient accumulation.
+
+Both runs read the same files, params and seed, so the sampler yields the same batches in the same order. Accelerate
+deals them out in turn (rank 0 gets batches 0, 2, 4, ..., rank 1 gets 1, 3, 5, ...), so one optimizer step of
+2 processes x batch b x accumulation 1 sees exactly the batches of one step of 1 process x batch b x accumulation 2,
+and the Trainer normalises the loss by the token count of the whole step in both. Only the order of floating-point
+sums may differ: per-step losses must agree within TOLERANCE (relative), and a run on another data order must not.
+"""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from medforge import knowledge
+from medforge.launch import CONFIGS, command, settings
+from medforge.modeling import load_tokenizer
+from stages.generate import Params, sft_conversations
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4  # max relative difference of a step's loss; measured 0 (bitwise equal) on the 2-core dev machine
+STEPS = 6
+MAX_LENGTH = 128
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_model_dir, tmp_path_factory):
+    """Generated chats short enough that every packed batch has answer tokens to learn."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    conds = [knowledge.localized(r, lang) for r in knowledge.load()[:6] for lang in knowledge.LANGS]
+    chats = [c for c in sft_conversations(random.Random(0), Params(), conds)
+             if len(tokenizer.apply_chat_template(c["messages"], tokenize=True)["input_ids"]) <= MAX_LENGTH]
+    path = tmp_path_factory.mktemp("data")
+    for split, records in (("train", chats), ("validation", chats[:8])):
+        with open(path / f"sft_{split}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return path
+
+
+def train(workdir: Path, model_dir: Path, data: Path, nproc: int, accumulation: int, seed: int = 0) -> Path:
+    """One SFT run in `workdir` through the launcher; returns the directory it ran in."""
+    (workdir / "data").mkdir(parents=True)
+    (workdir / "data/prepared").symlink_to(data)
+    params = {"model": {"dtype": "float32"},
+              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": STEPS, "batch_size": 2,
+                      "gradient_accumulation_steps": accumulation, "learning_rate": 0.003, "warmup_ratio": 0.0,
+                      "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False, "seed": seed}}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIST": "ddp" if nproc > 1 else "single", "NPROC": str(nproc),
+           "MASTER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "-m", "medforge.launch", "stages.sft"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+def losses(run: Path) -> list[float]:
+    rows = (run / "dvclive/sft/plots/metrics/train/loss.tsv").read_text().split("\n")[1:]
+    return [float(row.split("\t")[1]) for row in rows if row]
+
+
+def max_relative_difference(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b) == STEPS
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_double_accumulation(tiny_model_dir, data, tmp_path):
+    one = train(tmp_path / "one", tiny_model_dir, data, nproc=1, accumulation=2)
+    two = train(tmp_path / "two", tiny_model_dir, data, nproc=2, accumulation=1)
+    shuffled = train(tmp_path / "shuffled", tiny_model_dir, data, nproc=1, accumulation=2, seed=1)
+
+    assert max_relative_difference(losses(two), losses(one)) <= TOLERANCE
+    assert max_relative_difference(losses(shuffled), losses(one)) > TOLERANCE  # the comparison can fail
+    # Written once, by the main process: one metrics file, the same model, no leftover temporary directories.
+    m1, m2 = (json.loads((run / "metrics/sft.json").read_text()) for run in (one, two))
+    assert m2["steps"] == STEPS and abs(m2["eval_loss"] - m1["eval_loss"]) <= TOLERANCE * m1["eval_loss"]
+    assert [p.name for p in (two / "models").iterdir()] == ["sft"]
+    w1, w2 = (load_file(run / "models/sft/model.safetensors") for run in (one, two))
+    assert w1.keys() == w2.keys() and all(torch.allclose(w1[k], w2[k], rtol=TOLERANCE, atol=1e-6) for k in w1)
+
+
+def test_launcher_settings_and_commands(monkeypatch):
+    assert settings({}) == {"DIST": "single", "MASTER_ADDR": "127.0.0.1", "NPROC": 1, "NNODES": 1, "NODE_RANK": 0,
+                            "MASTER_PORT": 29500}
+    with pytest.raises(SystemExit, match="DIST=zero4: unknown; choose one of single, ddp, zero2, zero3"):
+        settings({"DIST": "zero4"})
+    with pytest.raises(SystemExit, match="DIST=single runs one process"):
+        settings({"NPROC": "2"})
+    with pytest.raises(SystemExit, match="NPROC=0: expected an integer >= 1"):
+        settings({"DIST": "ddp", "NPROC": "0"})
+    s = settings({"DIST": "zero3", "NPROC": "8", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "node1"})
+    with pytest.raises(SystemExit, match="DIST=zero3 needs CUDA GPUs"):
+        command("stages.sft", [], s, gpu=False)
+    gpu = command("stages.sft", [], s, gpu=True)
+    assert gpu[1:3] == ["-m", "accelerate.commands.launch"] and gpu[-2:] == ["-m", "stages.sft"]
+    assert gpu[gpu.index("--num_processes") + 1] == "16" and gpu[gpu.index("--machine_rank") + 1] == "1"
+    cpu = command("stages.sft", [], {**s, "DIST": "ddp"}, gpu=False)
+    assert cpu[1:3] == ["-m", "torch.distributed.run"] and cpu[cpu.index("--nproc_per_node") + 1] == "8"
+
+
+@pytest.mark.parametrize("dist", ["single", "ddp", "zero2", "zero3", "zero3_offload", "fsdp2"])
+def test_accelerate_configs_load(dist, monkeypatch):
+    from accelerate.commands.config.config_args import load_config_from_file
+    monkeypatch.chdir(ROOT)  # DeepSpeed config paths are relative to the repository root, where DVC runs stages
+    config = load_config_from_file(str(CONFIGS / f"{dist}.yaml"))
+    assert config.mixed_precision in (None, "no")  # the Trainer's bf16 decides
+    if dist.startswith("zero"):
+        ds = json.loads(Path(config.deepspeed_config["deepspeed_config_file"]).read_text())
+        assert ds["zero_optimization"]["stage"] == int(dist[4])
+        assert ds["train_micro_batch_size_per_gpu"] == ds["bf16"]["enabled"] == "auto"
+        assert ds["zero_optimization"].get("stage3_gather_16bit_weights_on_model_save", dist == "zero2")
+    if dist == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
