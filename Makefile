@@ -20,13 +20,22 @@ MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29500
 export DIST NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT
 
+# llama-cpp-python compiles from source (no wheels on PyPI), portable: the default -march=native build crashes on
+# quantized models on some CPUs. Its converter ships only in that source: unpack it, at the same version, to .venv.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt \
+	&& $(BIN)/pip download -q --no-deps --no-binary :all: --require-hashes -r $(VENV)/llama-cpp.txt -d $(VENV)/src \
+	&& tar -xzf $(VENV)/src/llama_cpp_python-*.tar.gz -C $(VENV) --strip-components=2 --wildcards \
+	   '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
+	&& rm -rf $(VENV)/src $(VENV)/llama-cpp.txt
+
 # GPU-only extras (DeepSpeed, Liger kernels); DeepSpeed's CUDA ops compile on first use, not at install.
 GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r requirements-gpu.lock
 
-STAGES := generate prepare base pt sft rm report
+STAGES := generate prepare base pt sft rm gguf report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup setup-gpu test bench lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all setup setup-gpu test bench bench-generate quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
@@ -39,7 +48,8 @@ setup: $(STAMP)
 $(STAMP): requirements.lock requirements.in requirements-gpu.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements.lock
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-deps --require-hashes -r requirements.lock
+	$(LLAMA_CONVERTER)
 	if nvidia-smi -L >/dev/null 2>&1; then $(GPU_EXTRAS); fi
 	$(BIN)/pip check
 	touch $@
@@ -50,7 +60,7 @@ setup-gpu: $(STAMP)
 	$(BIN)/pip check
 
 lock: $(STAMP)
-	$(BIN)/python tools/lock.py
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python tools/lock.py
 
 # Every stage, every alignment method included.
 repro: $(STAMP)
@@ -64,6 +74,9 @@ $(STAGES): $(STAMP)
 $(ALIGN): $(STAMP)
 	$(BIN)/dvc repro eval@$@
 	@cat metrics/$@.json; echo; cat metrics/eval/$@.json; echo
+
+# GGUF files (f16, q8_0, q4_k_m: params.yaml gguf.types) of the model the pipeline ends with.
+quantize: gguf
 
 eval: $(STAMP)
 	$(BIN)/dvc repro report
@@ -80,6 +93,10 @@ pull: $(STAMP)
 # GPU throughput: fast configuration vs plain baseline, side by side (BENCHMARKS.md); skips without a GPU.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+# CPU generation speed: llama.cpp on the q4_k_m GGUF vs transformers fp32 on the same model, side by side.
+bench-generate: gguf
+	$(BIN)/python -m bench.generation $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -1,5 +1,6 @@
 """Stage `report`: one table (markdown + JSON) and a bar plot of the pipeline's models: base -> SFT -> the
-alignment stage named by params.yaml `pipeline.align`. (`dvc metrics show` lists every evaluated model.)
+alignment stage named by params.yaml `pipeline.align` -> that model as a q4_k_m GGUF run by llama.cpp.
+(`dvc metrics show` lists every evaluated model.)
 
     python -m eval.report            -> reports/eval.md, reports/eval.json, plots/eval.png; prints the table
 """
@@ -16,6 +17,8 @@ from medforge.io import atomic_path, write_json
 METRICS = Path("metrics/eval")
 COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
            ("answer_ppl", "answer ppl")]
+COSTS = [("size_mb", "size MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
+         ("generation_tokens_per_s", "gen tokens/s", "{:.0f}")]
 
 
 @dataclass
@@ -31,10 +34,11 @@ def collect(names: list[str]) -> dict[str, dict]:
 
 
 def markdown(rows: dict[str, dict]) -> str:
-    lines = ["| model | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+    columns = [(k, t, "{:.3f}") for k, t in COLUMNS] + COSTS
+    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
     for name, m in rows.items():
-        cells = [f"{m[k]:.3f}" if k in m else "-" for k, _ in COLUMNS]
+        cells = [form.format(m[k]) if k in m else "-" for k, _, form in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -56,7 +60,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    rows = collect(["base", "sft", params.load("pipeline", Pipeline).align])
+    rows = collect(["base", "sft", params.load("pipeline", Pipeline).align, "gguf-q4_k_m"])
     table = markdown(rows)
     Path("reports").mkdir(exist_ok=True)
     with atomic_path("reports/eval.md") as tmp:

@@ -1,6 +1,10 @@
 """Stage `eval@NAME`: score one model with lm-eval-harness on the held-out sets, plus sample generations.
 
-    python -m eval.run NAME MODEL_DIR     -> metrics/eval/NAME.json, samples/NAME.json
+    python -m eval.run NAME MODEL          -> metrics/eval/NAME.json, samples/NAME.json
+
+MODEL is an HF model directory (`--bits 4|8`: loaded in NF4 / int8 with bitsandbytes) or a GGUF file, scored by
+llama.cpp itself (eval/llama_cpp_lm.py) on the same task text, rendered with the tokenizer stored beside it.
+Besides the scores: size on disk, load time and greedy generation speed of the sample generations.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from eval.tasks import write_tasks
+from eval.tasks import render, write_tasks
 from medforge import params
 from medforge.formats import read_canonical, to_chat
 from medforge.io import write_json
@@ -32,14 +36,12 @@ class Params:
     max_new_tokens: int = 64
 
 
-def lm_eval_scores(model, tokenizer, p: Params) -> dict:
+def lm_eval_scores(lm, tokenizer, p: Params) -> dict:
+    """lm-eval's scores of `lm` (an lm-eval model) on the held-out tasks, rendered with `tokenizer`."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
     with tempfile.TemporaryDirectory(prefix="medforge-tasks-") as tmp:
         names = write_tasks(Path(tmp), tokenizer, p.mcq, p.chat, p.preference)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=p.batch_size,
-                  device="cuda" if torch.cuda.is_available() else "cpu")
         out = lm_eval.simple_evaluate(model=lm, tasks=names + p.extra_tasks, num_fewshot=p.num_fewshot,
                                       task_manager=TaskManager(include_path=tmp), log_samples=False,
                                       bootstrap_iters=0)
@@ -57,30 +59,73 @@ def lm_eval_scores(model, tokenizer, p: Params) -> dict:
     return scores
 
 
-def sample_generations(model, tokenizer, p: Params) -> list[dict]:
+def sample_prompts(p: Params) -> list[list[dict]]:
+    """The first `p.samples` held-out conversations, up to their first assistant turn."""
     prompts = []
     for conv in read_canonical(p.chat, to_chat)[: p.samples]:
         messages = conv["messages"]
         prompts.append(messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")])
-    replies = generate_replies(model, tokenizer, prompts, p.max_new_tokens)
-    return [{"prompt": h[-1]["content"], "reply": r} for h, r in zip(prompts, replies)]
+    return prompts
+
+
+class HFVariant:
+    """A transformers model: lm-eval's HF model for scoring, greedy `generate` for samples."""
+
+    def __init__(self, path: str, mp, bits: int | None, batch_size: int):
+        from lm_eval.models.huggingface import HFLM
+        self.tokenizer = load_tokenizer(path, mp)
+        self.model = load_model(path, mp, bits=bits).eval()
+        self.files = [f for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin")]
+        self.lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size,
+                       device="cuda" if torch.cuda.is_available() else "cpu")
+
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
+        replies = generate_replies(self.model, self.tokenizer, prompts, max_new_tokens, batch_size=1)
+        return replies, sum(len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
+
+
+class GGUFVariant:
+    """A GGUF file: llama.cpp scores and generates; its directory holds the source model's tokenizer."""
+
+    def __init__(self, path: str):
+        from eval.llama_cpp_lm import LlamaCppLM
+        self.tokenizer = load_tokenizer(Path(path).parent / "tokenizer")
+        self.lm = LlamaCppLM(path)
+        self.files = [Path(path)]
+
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
+        replies, tokens = [], 0
+        for messages in prompts:
+            out = self.lm.llm(render(self.tokenizer, messages), max_tokens=max_new_tokens, temperature=0.0)
+            replies.append(out["choices"][0]["text"].strip())
+            tokens += out["usage"]["completion_tokens"]
+        return replies, tokens
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name")
-    parser.add_argument("model")
+    parser.add_argument("model", help="an HF model directory or a .gguf file")
+    parser.add_argument("--bits", type=int, choices=[4, 8], help="load the HF model in 4-bit NF4 or 8-bit (bnb)")
     args = parser.parse_args()
     p = params.load("eval", Params)
-    mp = model_params()
-    tokenizer = load_tokenizer(args.model, mp)
     start = time.perf_counter()
-    model = load_model(args.model, mp).eval()
+    if args.model.endswith(".gguf"):
+        variant = GGUFVariant(args.model)
+    else:
+        variant = HFVariant(args.model, model_params(), args.bits, p.batch_size)
     load_seconds = time.perf_counter() - start
-    scores = lm_eval_scores(model, tokenizer, p)
-    samples = sample_generations(model, tokenizer, p)
-    write_json(Path("samples") / f"{args.name}.json", samples)
-    write_json(Path("metrics/eval") / f"{args.name}.json", {**scores, "load_seconds": round(load_seconds, 2)})
+    scores = lm_eval_scores(variant.lm, variant.tokenizer, p)
+    prompts = sample_prompts(p)
+    start = time.perf_counter()
+    replies, tokens = variant.generate(prompts, p.max_new_tokens)
+    generation_seconds = time.perf_counter() - start
+    write_json(Path("samples") / f"{args.name}.json",
+               [{"prompt": h[-1]["content"], "reply": r} for h, r in zip(prompts, replies)])
+    write_json(Path("metrics/eval") / f"{args.name}.json",
+               {**scores, "load_seconds": round(load_seconds, 2),
+                "size_mb": round(sum(f.stat().st_size for f in variant.files) / 2**20, 2),
+                "generation_tokens_per_s": round(tokens / generation_seconds, 1)})
     print(json.dumps(scores))
 
 

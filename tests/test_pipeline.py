@@ -70,6 +70,10 @@ def test_pipeline_writes_models_metrics_and_report(repo):
     assert sft["answer_ppl"] < base["answer_ppl"] / 2
     report = (repo / "reports/eval.md").read_text()
     assert "| sft |" in report and "| dpo |" in report and "| kto |" not in report  # pipeline.align: dpo
+    assert "| gguf-q4_k_m |" in report  # the DPO model as a q4_k_m GGUF, scored by llama.cpp
+    gguf = json.loads((repo / "metrics/eval/gguf-q4_k_m.json").read_text())
+    dpo = json.loads((repo / "metrics/eval/dpo.json").read_text())
+    assert abs(gguf["answer_ppl"] / dpo["answer_ppl"] - 1) < 0.1 and gguf["size_mb"] < dpo["size_mb"] / 2
     assert (repo / "plots/eval.png").stat().st_size > 1000
     assert (repo / "dvclive/sft/plots/metrics/train/loss.tsv").exists()
     data = json.loads((repo / "metrics/data.json").read_text())
@@ -107,7 +111,7 @@ def test_experiment_with_new_dpo_beta_reruns_only_downstream(repo):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results", cwd=repo)
     out = sh(str(DVC), "exp", "run", "report", "-S", "dpo.beta=0.2", "-n", "beta-0.2", cwd=repo)
-    for stage in ("dpo", "merge@dpo", "eval@dpo", "report"):
+    for stage in ("dpo", "merge@dpo", "eval@dpo", "gguf", "eval@gguf-q4_k_m", "report"):
         assert f"Running stage '{stage}'" in out
     for stage in ("generate", "prepare", "base", "pt", "sft", "eval@base", "eval@sft", "orpo", "kto"):
         assert f"Running stage '{stage}'" not in out
