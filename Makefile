@@ -78,8 +78,10 @@ $(ALIGN): $(STAMP)
 # GGUF files (f16, q8_0, q4_k_m: params.yaml gguf.types) of the model the pipeline ends with.
 quantize: gguf
 
+# The pipeline's table, and its final model against every quantized variant (reports/quantization.md).
 eval: $(STAMP)
-	$(BIN)/dvc repro report
+	$(BIN)/dvc repro report quantization
+	@cat reports/quantization.md
 
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show

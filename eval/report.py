@@ -1,12 +1,16 @@
-"""Stage `report`: one table (markdown + JSON) and a bar plot of the pipeline's models: base -> SFT -> the
-alignment stage named by params.yaml `pipeline.align` -> that model as a q4_k_m GGUF run by llama.cpp.
-(`dvc metrics show` lists every evaluated model.)
+"""Stages `report` and `quantization`: one table (markdown + JSON) and a bar plot each.
 
-    python -m eval.report            -> reports/eval.md, reports/eval.json, plots/eval.png; prints the table
+    python -m eval.report                -> reports/eval.md|json, plots/eval.png: base -> SFT -> the alignment
+                                            stage named by `pipeline.align` -> that model as a q4_k_m GGUF
+    python -m eval.report quantization   -> reports/quantization.md|json, plots/quantization.png: that model
+                                            against every quantized variant, with the changes it costs
+
+(`dvc metrics show` lists every evaluated model.)
 """
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,8 +21,10 @@ from medforge.io import atomic_path, write_json
 METRICS = Path("metrics/eval")
 COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
            ("answer_ppl", "answer ppl")]
-COSTS = [("size_mb", "size MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
+COSTS = [("size_mb", "size MB", "{:.1f}"), ("memory_mb", "memory MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
          ("generation_tokens_per_s", "gen tokens/s", "{:.0f}")]
+CHANGES = [("ppl_change_pct", "ppl change %", "{:+.2f}"), ("mcq_change_pts", "MCQ change pts", "{:+.1f}")]
+QUANTIZED = ["gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "bnb-nf4", "bnb-int8"]
 
 
 @dataclass
@@ -33,8 +39,15 @@ def collect(names: list[str]) -> dict[str, dict]:
     return {n: json.loads((METRICS / f"{n}.json").read_text()) for n in names}
 
 
+def with_changes(rows: dict[str, dict], reference: str) -> dict[str, dict]:
+    """Each row plus its answer-perplexity change (%) and MCQ accuracy change (points) against `reference`."""
+    ref = rows[reference]
+    return {name: {**m, "ppl_change_pct": 100 * (m["answer_ppl"] / ref["answer_ppl"] - 1),
+                   "mcq_change_pts": 100 * (m["mcq_acc"] - ref["mcq_acc"])} for name, m in rows.items()}
+
+
 def markdown(rows: dict[str, dict]) -> str:
-    columns = [(k, t, "{:.3f}") for k, t in COLUMNS] + COSTS
+    columns = [(k, t, "{:.3f}") for k, t in COLUMNS] + COSTS + [c for c in CHANGES if c[0] in next(iter(rows.values()))]
     lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name, m in rows.items():
@@ -60,13 +73,17 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    rows = collect(["base", "sft", params.load("pipeline", Pipeline).align, "gguf-q4_k_m"])
+    align = params.load("pipeline", Pipeline).align
+    if sys.argv[1:] == ["quantization"]:
+        name, rows = "quantization", with_changes(collect([align, *QUANTIZED]), align)
+    else:
+        name, rows = "eval", collect(["base", "sft", align, "gguf-q4_k_m"])
     table = markdown(rows)
     Path("reports").mkdir(exist_ok=True)
-    with atomic_path("reports/eval.md") as tmp:
+    with atomic_path(f"reports/{name}.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
-    write_json("reports/eval.json", rows)
-    plot(rows, Path("plots/eval.png"))
+    write_json(f"reports/{name}.json", rows)
+    plot(rows, Path(f"plots/{name}.png"))
     print(table)
 
 

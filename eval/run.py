@@ -79,6 +79,9 @@ class HFVariant:
         self.lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size,
                        device="cuda" if torch.cuda.is_available() else "cpu")
 
+    def memory_bytes(self) -> int:
+        return self.model.get_memory_footprint()  # bitsandbytes variants: their quantized weights
+
     def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
         replies = generate_replies(self.model, self.tokenizer, prompts, max_new_tokens, batch_size=1)
         return replies, sum(len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
@@ -92,6 +95,9 @@ class GGUFVariant:
         self.tokenizer = load_tokenizer(Path(path).parent / "tokenizer")
         self.lm = LlamaCppLM(path)
         self.files = [Path(path)]
+
+    def memory_bytes(self) -> int:
+        return self.files[0].stat().st_size  # llama.cpp maps the file
 
     def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
         replies, tokens = [], 0
@@ -125,6 +131,7 @@ def main() -> None:
     write_json(Path("metrics/eval") / f"{args.name}.json",
                {**scores, "load_seconds": round(load_seconds, 2),
                 "size_mb": round(sum(f.stat().st_size for f in variant.files) / 2**20, 2),
+                "memory_mb": round(variant.memory_bytes() / 2**20, 2),
                 "generation_tokens_per_s": round(tokens / generation_seconds, 1)})
     print(json.dumps(scores))
 
