@@ -54,8 +54,8 @@ def convert(source: Path, out: Path) -> None:
         try:
             return recognise(self, tokenizer)
         except NotImplementedError:
-            if gpt2_byte_level(Path(self.dir_model)):
-                return "gpt-2"
+            if gpt2_byte_level(Path(self.dir_model)):  # transformers swaps in Qwen2's digit-splitting pre-tokenizer
+                return "qwen2" if type(tokenizer).__name__.startswith("Qwen2Tokenizer") else "gpt-2"
             raise
 
     TextModel.get_vocab_base_pre = get_vocab_base_pre

@@ -1,6 +1,6 @@
-"""GGUF: llama.cpp's own converter and quantizer on a tiny model, and llama.cpp must see what transformers sees:
-the same token ids (Chinese and English, chat special tokens included), the same chat template, and the same logits
-to f16 precision."""
+"""GGUF: llama.cpp's own converter and quantizer on tiny Llama and Qwen2 models, and llama.cpp must see what
+transformers sees: the same token ids (Chinese and English, digits, chat special tokens), the same chat template,
+and the same logits to f16 precision."""
 import pytest
 import torch
 
@@ -12,13 +12,21 @@ TEXTS = [
     "高血压应该挂哪个科？心内科。如出现胸痛，请立即就医！",
     "<|im_start|>user\n我发烧了，咳嗽 3 天 (38.5°C)。<|im_end|>\n<|im_start|>assistant\n",
     "  leading spaces, tabs\tand newlines\n\n ok… “quotes” – dashes",
+    "1234567 mg, 3.14 and 2026年11月23日; don't I'll WE'RE 🚀",
 ]
 
 
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def source(request):
+    """The tiny default (Llama), or the same tokenizer under Qwen2, where transformers swaps in Qwen2's own
+    pre-tokenizer (the converter must then declare llama.cpp's qwen2 one)."""
+    return request.getfixturevalue("tiny_model_dir" if request.param == "llama" else "tiny_qwen2_dir")
+
+
 @pytest.fixture(scope="module")
-def gguf_dir(tiny_model_dir, tmp_path_factory):
+def gguf_dir(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf")
-    convert(tiny_model_dir, out / "model-f16.gguf")
+    convert(source, out / "model-f16.gguf")
     for kind in ("q8_0", "q4_k_m"):
         quantize(out / "model-f16.gguf", out / f"model-{kind}.gguf", kind)
     return out
@@ -29,22 +37,22 @@ def llama(path, **kwargs):
     return Llama(model_path=str(path), n_ctx=256, verbose=False, **kwargs)
 
 
-def test_llama_cpp_tokenizes_like_transformers(tiny_model_dir, gguf_dir):
-    hf = load_tokenizer(tiny_model_dir)
+def test_llama_cpp_tokenizes_like_transformers(source, gguf_dir):
+    hf = load_tokenizer(source)
     gguf = llama(gguf_dir / "model-f16.gguf", vocab_only=True)
     for text in TEXTS:
         assert gguf.tokenize(text.encode(), add_bos=False, special=True) == hf(text, add_special_tokens=False)[
             "input_ids"], text
 
 
-def test_chat_template_travels_inside_the_gguf(tiny_model_dir, gguf_dir):
+def test_chat_template_travels_inside_the_gguf(source, gguf_dir):
     assert llama(gguf_dir / "model-q4_k_m.gguf", vocab_only=True).metadata["tokenizer.chat_template"] == \
-        load_tokenizer(tiny_model_dir).chat_template
+        load_tokenizer(source).chat_template
 
 
-def test_f16_logits_match_transformers(tiny_model_dir, gguf_dir):
-    ids = load_tokenizer(tiny_model_dir)(TEXTS[1] + TEXTS[0], add_special_tokens=False)["input_ids"]
-    model = load_model(tiny_model_dir, ModelParams(dtype="float32"))
+def test_f16_logits_match_transformers(source, gguf_dir):
+    ids = load_tokenizer(source)(TEXTS[1] + TEXTS[0], add_special_tokens=False)["input_ids"]
+    model = load_model(source, ModelParams(dtype="float32"))
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0].numpy()
     gguf = llama(gguf_dir / "model-f16.gguf", logits_all=True)
