@@ -37,13 +37,14 @@ from medforge.train import LoraParams, SFTParams, make_trainer, peft_config, tra
 @dataclass
 class Arch(TinyParams):
     """A random-initialised benchmark model: the tiny default's dimensions, plus its family."""
-    architecture: str = "qwen2"  # qwen2 | llama
+    architecture: str = "qwen2"
     vocab_size: int = 32000
     hidden_size: int = 896
     intermediate_size: int = 4864
     num_layers: int = 24
     num_heads: int = 14
     num_kv_heads: int = 2
+    max_position_embeddings: int = 4096
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Params:
     fallback_dpo_data: str = "data/prepared/preference_train.jsonl"
     model: Arch = field(default_factory=Arch)
     qlora_model: Arch = field(default_factory=lambda: Arch(  # Llama-2-7B's dimensions
-        architecture="llama", hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32, num_kv_heads=32))
+        architecture="llama", tie_word_embeddings=False, hidden_size=4096, intermediate_size=11008, num_layers=32,
+        num_heads=32, num_kv_heads=32))
     max_length: int = 2048
     dpo_max_length: int = 1536
     lora: LoraParams = field(default_factory=lambda: LoraParams(r=8, alpha=16, dropout=0.0))
@@ -104,25 +106,11 @@ def token_length(tokenizer, messages: list[dict]) -> int:
     return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
-def build_model(arch: Arch, texts: list[str], out: Path, max_length: int) -> None:
-    """A random-initialised model of `arch` with a byte-level BPE tokenizer trained on `texts` (stages/base.py)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from stages.base import train_tokenizer
-    tokenizer = train_tokenizer(TinyParams(vocab_size=arch.vocab_size, max_position_embeddings=max_length), texts)
-    eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    config = AutoConfig.for_model(
-        arch.architecture, vocab_size=arch.vocab_size, hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
-        num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_kv_heads,
-        max_position_embeddings=max(4096, max_length), tie_word_embeddings=arch.architecture == "qwen2",
-        eos_token_id=eos, pad_token_id=pad, bos_token_id=None)
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # a 7B model initialises in seconds there
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    del model
+def build_model(arch: Arch, texts: list[str], out: Path) -> None:
+    """The tiny default's builder (stages/base.py) at `arch`'s size, in bf16, on the GPU where there is one (a 7B
+    model initialises in seconds there)."""
+    from stages.base import build_tiny
+    build_tiny(arch, texts, out, dtype=torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu")
     release_memory()
 
 
@@ -162,12 +150,14 @@ def attention_flops(arch: Arch, length: int) -> float:
     return 3 * 2 * length * length * arch.hidden_size * arch.num_layers
 
 
-def summary(clock: StepClock, run: Run, samples_per_step: int, flops_per_sample: float, p: Params,
+def summary(clock: StepClock, run: Run, samples_per_step: int, flops_per_sample: float | None, p: Params,
             seconds: float) -> dict:
+    """Throughput after warm-up, peak memory, and MFU where the FLOPs per sample are known (SFT)."""
     tokens_per_s, samples_per_s = clock.rate(run.warmup_steps, samples_per_step)
+    mfu = {} if flops_per_sample is None else {
+        "mfu": round(samples_per_s * flops_per_sample / (p.peak_tflops * 1e12), 4)}
     return {"tokens_per_s": round(tokens_per_s), "samples_per_s": round(samples_per_s, 2),
-            "peak_memory_gib": peak_memory_gib(),
-            "mfu": round(samples_per_s * flops_per_sample / (p.peak_tflops * 1e12), 4),
+            "peak_memory_gib": peak_memory_gib(), **mfu,
             "train_seconds": round(seconds, 1), "steps": len(clock.times), "losses": clock.losses}
 
 
@@ -213,7 +203,7 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
     from medforge.preference import dataset, pair_length
     from medforge.train import length_grouped, load_trainable
     run = p.dpo
-    sp = stage_params(p, run, model_dir, fast=fast, group_by_length=True, **knobs)
+    sp = stage_params(p, run, model_dir, fast=fast, **knobs)
     # the same length-grouped order for both configurations (the stage's default): same pairs in every step
     pairs = length_grouped(pairs, [pair_length(x) for x in pairs], run.batch_size * run.accumulation, seed=0)
     mp = ModelParams(base=model_dir, attn_implementation="auto" if fast else "sdpa")
@@ -221,7 +211,8 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
     clock = StepClock()
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(**training_args(sp, scratch), max_length=p.dpo_max_length, beta=0.1,
-                         precompute_ref_log_probs=fast, include_num_input_tokens_seen="non_padding")
+                         precompute_ref_log_probs=fast, include_num_input_tokens_seen="non_padding",
+                         train_sampling_strategy="sequential")  # the length-grouped order above
         trainer = DPOTrainer(model=load_trainable(sp, mp), args=args, train_dataset=dataset(pairs),
                              processing_class=load_tokenizer(model_dir, mp), peft_config=peft_config(sp),
                              callbacks=[clock])
@@ -229,9 +220,8 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
         trainer.train()
         seconds = time.perf_counter() - start
     pairs_done = len(clock.times) * run.batch_size * run.accumulation
-    result = summary(clock, run, run.batch_size * run.accumulation, 0.0, p, seconds)
-    del result["mfu"]
-    return {**result, "pairs_per_s_whole_run": round(pairs_done / seconds, 2)}
+    return {**summary(clock, run, run.batch_size * run.accumulation, None, p, seconds),
+            "pairs_per_s_whole_run": round(pairs_done / seconds, 2)}
 
 
 def bench_dpo(p: Params, model_dir: str, pairs: list[dict]) -> dict:
@@ -249,7 +239,7 @@ def bench_qlora(p: Params, texts: list[str], records: list[dict], lengths: list[
     """QLoRA 4-bit NF4 on a random-initialised 7B-dimension Llama: peak memory and tokens/s (fast knobs +
     gradient checkpointing, the memory-lean setting)."""
     model_dir = work / "qlora-base"
-    isolated(build_model, p.qlora_model, texts, model_dir, p.max_length)
+    isolated(build_model, p.qlora_model, texts, model_dir)
     sp = stage_params(p, p.qlora, str(model_dir), fast=True, finetuning="qlora", max_length=None, packing=False,
                       padding_free=True, gradient_checkpointing=True)
     return isolated(train, p, sp, records, "auto", lengths, p.qlora_model, p.qlora)
@@ -269,7 +259,7 @@ def measure(p: Params, chats: list[dict], pairs: list[dict], work: Path, only: s
     texts = [m["content"] for c in chats for m in c["messages"]] + [
         t for r in pairs for t in (r["chosen"], r["rejected"], *(m["content"] for m in r["prompt"]))]
     model_dir = work / "base"
-    isolated(build_model, p.model, texts, model_dir, p.max_length)
+    isolated(build_model, p.model, texts, model_dir)
     tokenizer = load_tokenizer(model_dir)
     lengths = [token_length(tokenizer, c["messages"]) for c in chats]
     kept = [(c, n) for c, n in zip(chats, lengths) if n <= p.max_length]

@@ -13,6 +13,8 @@ from medforge import params
 
 @dataclass
 class TinyParams:
+    architecture: str = "llama"  # any transformers model type with the usual config fields (llama, qwen2, ...)
+    tie_word_embeddings: bool = True
     vocab_size: int = 4096
     hidden_size: int = 256
     intermediate_size: int = 768

@@ -11,12 +11,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from medforge.formats import read_canonical, to_preference
 from medforge.modeling import load_model, load_tokenizer, model_params
-from medforge.train import TrainParams, grouped_by_length, length_grouped, run, whole_weights
+from medforge.train import TrainParams, length_grouped, run, whole_weights
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -127,6 +128,13 @@ class PreferenceParams(TrainParams):
     heldout: str = "data/generated/preference_eval.jsonl"
     max_length: int = 512
     beta: float = 0.1
+    group_by_length: Literal["auto"] | bool = False  # each step's pairs of similar length; auto: on a GPU
+
+
+def grouped_by_length(p: PreferenceParams, unpaired: bool) -> bool:
+    """Padded pair batches waste most of a GPU step on padding unless lengths are alike (TRL 1.16's DPO has no
+    padding-free mode). Unpaired (KTO) data keeps TRL's own order."""
+    return not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
 
 
 @dataclass
@@ -155,7 +163,8 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     pairs = prepared_pairs("train")
-    if grouped_by_length(p) and not unpaired:
+    grouped = grouped_by_length(p, unpaired)
+    if grouped:
         step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
         pairs = length_grouped(pairs, [pair_length(x) for x in pairs], step, p.seed)
     train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
@@ -167,6 +176,8 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
 
     def build(output_dir, callbacks):
         trainer = make_trainer(train, validation, tokenizer, output_dir, callbacks)
+        if grouped:  # the pairs are already in step order: read them as they are
+            trainer.args.train_sampling_strategy = "sequential"
         with whole_weights(trainer.model):
             before["logps"] = pair_logps(trainer.model, tokenizer, heldout)
         return trainer

@@ -43,7 +43,6 @@ class TrainParams:
     gradient_checkpointing: bool = False
     checkpoint_every_n_layers: int = 1  # selective: >1 keeps the activations of the other layers (faster, more memory)
     bf16: Literal["auto"] | bool = "auto"  # auto: where bf16 is fast (a GPU, or a CPU with AMX/AVX512-BF16)
-    group_by_length: Literal["auto"] | bool = False  # each step's examples of similar length; auto: on a GPU
     liger_kernels: Literal["auto"] | bool = False  # Liger's Triton layer kernels (measured slower here: BENCHMARKS.md)
     torch_compile: bool = False
     logging_steps: int = 10
@@ -120,11 +119,6 @@ def chunked_lm_head(setting: str | bool) -> bool:
     return torch.cuda.is_available() if setting == "auto" else setting
 
 
-def grouped_by_length(p: TrainParams) -> bool:
-    """Padded batches (preference trainers) waste most of a GPU step on padding unless lengths are alike."""
-    return torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length
-
-
 def use_liger(setting: str | bool) -> bool:
     if setting != "auto":
         return setting
@@ -143,7 +137,6 @@ def training_args(p: TrainParams, output_dir: str) -> dict:
         gradient_checkpointing=p.gradient_checkpointing, use_cpu=not torch.cuda.is_available(),
         bf16=use_bf16(p.bf16), disable_tqdm=True, use_liger_kernel=use_liger(p.liger_kernels),
         torch_compile=p.torch_compile,
-        **({"train_sampling_strategy": "sequential"} if grouped_by_length(p) else {}),  # the data is in step order
         **({"gradient_checkpointing_kwargs": {"every_n_layers": p.checkpoint_every_n_layers}}
            if p.checkpoint_every_n_layers > 1 else {}),
     )

@@ -50,18 +50,20 @@ def train_tokenizer(tp: TinyParams, texts):
                                    chat_template=CHAT_TEMPLATE, model_max_length=tp.max_position_embeddings)
 
 
-def build_tiny(tp: TinyParams, texts, out: Path) -> None:
+def build_tiny(tp: TinyParams, texts, out: Path, dtype=None, device: str = "cpu") -> None:
+    """A random-initialised `tp.architecture` model with a BPE tokenizer trained on `texts`, saved to `out`."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     tokenizer = train_tokenizer(tp, texts)
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tp.hidden_size, intermediate_size=tp.intermediate_size,
-        num_hidden_layers=tp.num_layers, num_attention_heads=tp.num_heads, num_key_value_heads=tp.num_kv_heads,
-        max_position_embeddings=tp.max_position_embeddings, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    config = AutoConfig.for_model(
+        tp.architecture, vocab_size=len(tokenizer), hidden_size=tp.hidden_size,
+        intermediate_size=tp.intermediate_size, num_hidden_layers=tp.num_layers, num_attention_heads=tp.num_heads,
+        num_key_value_heads=tp.num_kv_heads, max_position_embeddings=tp.max_position_embeddings,
+        tie_word_embeddings=tp.tie_word_embeddings, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
     torch.manual_seed(tp.seed)
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, max_new_tokens=128)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -36,5 +36,5 @@ def tiny_qwen2_dir(tmp_path_factory):
     from bench.throughput import Arch, build_model
     out = tmp_path_factory.mktemp("qwen2")
     build_model(Arch(vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2, num_heads=4,
-                     num_kv_heads=2), CORPUS * 20, out, max_length=256)
+                     num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
     return out
