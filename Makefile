@@ -32,10 +32,10 @@ LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-c
 # GPU-only extras (DeepSpeed, Liger kernels); DeepSpeed's CUDA ops compile on first use, not at install.
 GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r requirements-gpu.lock
 
-STAGES := generate prepare base pt sft rm gguf report
+STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup setup-gpu test bench bench-generate quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all setup setup-gpu system-deps serve bench-serve test bench bench-generate quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
@@ -75,13 +75,22 @@ $(ALIGN): $(STAMP)
 	$(BIN)/dvc repro eval@$@
 	@cat metrics/$@.json; echo; cat metrics/eval/$@.json; echo
 
-# GGUF files (f16, q8_0, q4_k_m: params.yaml gguf.types) of the model the pipeline ends with.
-quantize: gguf
+# GGUF files (f16, q8_0, q4_k_m: params.yaml gguf.types) and GPTQ 4-bit of the model the pipeline ends with.
+quantize: $(STAMP)
+	$(BIN)/dvc repro gguf gptq
 
 # The pipeline's table, and its final model against every quantized variant (reports/quantization.md).
 eval: $(STAMP)
 	$(BIN)/dvc repro report quantization
 	@cat reports/quantization.md
+
+# `make serve HOST=0.0.0.0 PORT=8000 MODEL=models/merged/dpo`; beyond loopback it needs MEDFORGE_API_KEY.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL ?= models/gguf/model-q4_k_m.gguf
+serve: $(STAMP)
+	$(if $(filter models/gguf/%,$(MODEL)),$(BIN)/dvc repro gguf)
+	$(BIN)/python -m serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show
@@ -99,6 +108,16 @@ bench: $(STAMP)
 # CPU generation speed: llama.cpp on the q4_k_m GGUF vs transformers fp32 on the same model, side by side.
 bench-generate: gguf
 	$(BIN)/python -m bench.generation $(BENCH_ARGS)
+
+# Debian packages the browser test and the container test use (run as root; CI runs it).
+SYSTEM_DEPS := chromium chromium-driver fonts-wqy-zenhei docker.io debootstrap
+system-deps:
+	@dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_DEPS); }
+
+# Load test of `make serve` (llama.cpp, q4_k_m) against a naive transformers server, side by side (8 clients, 60 s).
+bench-serve: gguf
+	$(BIN)/python -m bench.serving $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

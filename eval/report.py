@@ -24,7 +24,7 @@ COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("pre
 COSTS = [("size_mb", "size MB", "{:.1f}"), ("memory_mb", "memory MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
          ("generation_tokens_per_s", "gen tokens/s", "{:.0f}")]
 CHANGES = [("ppl_change_pct", "ppl change %", "{:+.2f}"), ("mcq_change_pts", "MCQ change pts", "{:+.1f}")]
-QUANTIZED = ["gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "bnb-nf4", "bnb-int8"]
+QUANTIZED = ["gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gptq", "bnb-nf4", "bnb-int8"]
 
 
 @dataclass

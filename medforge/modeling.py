@@ -97,8 +97,9 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     mp = mp or ModelParams()
     kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code,
-                  use_safetensors=True, attn_implementation=attn_implementation(mp.attn_implementation),
-                  quantization_config=quantization_config(bits))
+                  use_safetensors=True, attn_implementation=attn_implementation(mp.attn_implementation))
+    if bits:  # an explicit None would also drop the quantization a checkpoint declares (GPTQ)
+        kwargs["quantization_config"] = quantization_config(bits)
     if torch.cuda.is_available():
         kwargs["device_map"] = device_map()
     if not is_adapter(path):

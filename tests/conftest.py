@@ -38,3 +38,22 @@ def tiny_qwen2_dir(tmp_path_factory):
     build_model(Arch(vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2, num_heads=4,
                      num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir, tmp_path_factory):
+    """The tiny model as an f16 GGUF, by llama.cpp's converter as the `gguf` stage runs it."""
+    from stages.gguf import convert
+    out = tmp_path_factory.mktemp("gguf") / "model-f16.gguf"
+    convert(tiny_model_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """Start `python -m serve` on a free loopback port; yields a function (model, *flags) -> base URL."""
+    from contextlib import ExitStack
+
+    from bench.serving import running
+    with ExitStack() as stack:
+        yield lambda model, *flags: stack.enter_context(running(model, *flags))

@@ -54,11 +54,12 @@ def test_project_params_file_validates_every_section():
     from eval.run import Params as EvalParams
     from medforge.modeling import ModelParams
     from medforge.preference import PreferenceParams
-    from stages import dpo, generate, gguf, grpo, kto, ppo, prepare, rm
+    from serve.__main__ import Settings as ServeSettings
+    from stages import dpo, generate, gguf, gptq, grpo, kto, ppo, prepare, rm
     schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": SFTParams,
                "sft": SFTParams, "pipeline": Pipeline, "rm": rm.Params, "ppo": ppo.Params, "dpo": dpo.Params,
                "orpo": PreferenceParams, "kto": kto.Params, "grpo": grpo.Params, "eval": EvalParams,
-               "bench": BenchParams, "gguf": gguf.Params}
+               "bench": BenchParams, "gguf": gguf.Params, "gptq": gptq.Params, "serve": ServeSettings}
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(schemas)
     for section, schema in schemas.items():

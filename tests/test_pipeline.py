@@ -75,8 +75,9 @@ def test_pipeline_writes_models_metrics_and_report(repo):
     dpo = json.loads((repo / "metrics/eval/dpo.json").read_text())
     assert abs(gguf["answer_ppl"] / dpo["answer_ppl"] - 1) < 0.1 and gguf["size_mb"] < dpo["size_mb"] / 2
     quantized = json.loads((repo / "reports/quantization.json").read_text())
-    assert list(quantized) == ["dpo", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "bnb-nf4", "bnb-int8"]
+    assert list(quantized) == ["dpo", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gptq", "bnb-nf4", "bnb-int8"]
     assert quantized["bnb-nf4"]["memory_mb"] < quantized["dpo"]["memory_mb"] / 2
+    assert quantized["gptq"]["size_mb"] < quantized["dpo"]["size_mb"] / 2
     assert (repo / "plots/eval.png").stat().st_size > 1000
     assert (repo / "dvclive/sft/plots/metrics/train/loss.tsv").exists()
     data = json.loads((repo / "metrics/data.json").read_text())
