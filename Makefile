@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The training image runs make with VENV=/opt/venv STAMP=: its venv is prebuilt (docker/train.Dockerfile).
 STAMP := $(VENV)/.installed
 TORCH := $(shell grep -E '^torch==' requirements.in)
 export PYTHONPATH := $(CURDIR)
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
@@ -24,7 +25,8 @@ export DIST NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT
 # quantized models on some CPUs. Its converter ships only in that source: unpack it, at the same version, to .venv.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt \
-	&& $(BIN)/pip download -q --no-deps --no-binary :all: --require-hashes -r $(VENV)/llama-cpp.txt -d $(VENV)/src \
+	&& $(BIN)/pip download -q --no-deps --no-binary llama-cpp-python --require-hashes -r $(VENV)/llama-cpp.txt \
+	   -d $(VENV)/src \
 	&& tar -xzf $(VENV)/src/llama_cpp_python-*.tar.gz -C $(VENV) --strip-components=2 --wildcards \
 	   '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
 	&& rm -rf $(VENV)/src $(VENV)/llama-cpp.txt
@@ -118,6 +120,32 @@ system-deps:
 # Load test of `make serve` (llama.cpp, q4_k_m) against a naive transformers server, side by side (8 clients, 60 s).
 bench-serve: gguf
 	$(BIN)/python -m bench.serving $(BENCH_ARGS)
+
+# Containers (README "Containers"). docker-sft / docker-dpo: `make sft` / `make dpo` in the training image on this
+# repository, mounted, with every GPU, as you; Hugging Face downloads land in your cache; --ipc=host gives PyTorch's
+# processes the shared memory they exchange tensors through. `make docker-sft NPROC=8 DIST=zero3` passes both on.
+.PHONY: docker-build docker-sft docker-dpo docker-serve docker-test
+HF_CACHE ?= $(HOME)/.cache/huggingface
+DOCKER_TRAIN = mkdir -p $(HF_CACHE) && docker run --rm --gpus all --ipc=host -u $$(id -u):$$(id -g) -e DIST -e NPROC \
+	-v $(CURDIR):/work -v $(HF_CACHE):/home/medforge/.cache/huggingface medforge-train make
+
+docker-build:
+	docker build -f docker/train.Dockerfile -t medforge-train .
+	docker build -f docker/serve.Dockerfile -t medforge-serve .
+
+docker-sft docker-dpo: docker-%:
+	$(DOCKER_TRAIN) $*
+
+# The serving image on MODEL (a GGUF), published on 127.0.0.1:$(PORT); clients send MEDFORGE_API_KEY as a Bearer token.
+docker-serve:
+	@test -f $(MODEL) || { echo "docker-serve: $(MODEL) does not exist (make quantize, or MODEL=file.gguf)"; exit 1; }
+	docker run --rm -p 127.0.0.1:$(PORT):8000 -e MEDFORGE_API_KEY \
+		--mount type=bind,src=$(abspath $(MODEL)),dst=/models/model.gguf,readonly medforge-serve
+
+# The serving image built on a local Debian base and checked over HTTP (tools/docker_test.py). Needs docker.io and
+# debootstrap (make system-deps), and root or a running engine.
+docker-test: gguf
+	$(BIN)/python tools/docker_test.py models/gguf/model-q4_k_m.gguf
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
