@@ -15,6 +15,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -27,19 +28,21 @@ from medforge.io import write_json
 
 
 @contextmanager
-def running(model: str, *flags: str, env: dict | None = None, timeout: float = 120):
-    """`python -m serve` on a free loopback port; yields its base URL once /health answers."""
+def running(model: str, *flags: str, timeout: float = 120):
+    """`python -m serve` on a free loopback port; yields its base URL once /health answers. Its output goes to a file,
+    not a pipe nobody reads while it serves (a full pipe would block the server)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(model), "--port", str(port), *flags],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server for {model} exited: {proc.stdout.read()}")
+                log.seek(0)
+                raise RuntimeError(f"server for {model} exited: {log.read()}")
             try:
                 if requests.get(f"{url}/health", timeout=1).ok:
                     break
@@ -51,6 +54,7 @@ def running(model: str, *flags: str, env: dict | None = None, timeout: float = 1
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def load(url: str, questions: list[str], clients: int, seconds: float, max_tokens: int) -> dict:
