@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     if Path(s.model).is_dir() and shutil.which("vllm") and has_cuda():
         exec_vllm(s, api_key)
     import uvicorn
+    app = build_app(s, api_key)
     print(f"serving {s.model} as {s.model_id!r} on http://{s.host}:{s.port} "
           f"({'API key required' if api_key else 'no API key'})", file=sys.stderr)
-    uvicorn.run(build_app(s, api_key), host=s.host, port=s.port, log_level="warning")
+    uvicorn.run(app, host=s.host, port=s.port, log_level="warning")
 
 
 if __name__ == "__main__":
