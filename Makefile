@@ -37,7 +37,7 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup setup-gpu system-deps serve bench-serve test bench bench-generate quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all setup setup-gpu system-deps serve bench-serve test bench bench-generate bench-cpu-attention quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
@@ -110,6 +110,10 @@ bench: $(STAMP)
 # CPU generation speed: llama.cpp on the q4_k_m GGUF vs transformers fp32 on the same model, side by side.
 bench-generate: gguf
 	$(BIN)/python -m bench.generation $(BENCH_ARGS)
+
+# CPU SFT step time: per-conversation `varlen` attention vs SDPA's block-diagonal mask over the packed row.
+bench-cpu-attention: pt
+	$(BIN)/python -m bench.cpu_attention $(BENCH_ARGS)
 
 # Debian packages the browser test and the container test use (run as root; CI runs it).
 SYSTEM_DEPS := chromium chromium-driver fonts-wqy-zenhei docker.io debootstrap

@@ -31,7 +31,7 @@ class ModelParams:
     revision: str = "main"
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: str = "auto"  # auto: varlen (medforge/attention.py) on a GPU, sdpa on a CPU
+    attn_implementation: str = "auto"  # auto: varlen (medforge/attention.py), GPU or CPU
     tiny: TinyParams = field(default_factory=TinyParams)
 
 
@@ -49,7 +49,7 @@ def torch_dtype(name: str) -> torch.dtype:
 def attn_implementation(name: str) -> str:
     """transformers' attention name; registers medforge's padding-free `varlen` attention when it is chosen."""
     if name == "auto":
-        name = "varlen" if torch.cuda.is_available() else "sdpa"
+        name = "varlen"
     if name == "varlen":
         from medforge import attention
         attention.register()

@@ -1,0 +1,72 @@
+"""`make bench-cpu-attention`: SFT step time on this machine's CPU for the two ways of keeping packed conversations
+apart, side by side in one command: SDPA with a block-diagonal mask over the whole padding-free row (transformers'
+own handling of packed position ids) against medforge's `varlen` attention (SDPA once per conversation).
+
+Both train the same model (the pipeline's `sft.init`) on the same packed SFT batches with the stage's params for
+`--steps` steps; the first step of each is a warm-up. The first step's loss must agree (same attention, different
+kernels); later steps drift apart by float rounding that Adam amplifies (its first updates are near sign(gradient)).
+Writes reports/cpu_attention_bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+
+from transformers import TrainerCallback
+
+from medforge import params
+from medforge.io import write_json
+from medforge.modeling import model_params
+from medforge.train import SFTParams, make_trainer, read_records
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.starts, self.ends, self.losses = [], [], []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.starts.append(time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def run(attn: str, steps: int, train_file: str) -> dict:
+    p = dataclasses.replace(params.load("sft", SFTParams), max_steps=steps, logging_steps=1)
+    mp = dataclasses.replace(model_params(), attn_implementation=attn, dtype="float32")
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = make_trainer(p, read_records(train_file), None, out, assistant_only_loss=True, mp=mp,
+                               callbacks=[clock])
+        trainer.train()
+    seconds = sum(e - s for s, e in zip(clock.starts[1:], clock.ends[1:]))
+    return {"seconds_per_step": round(seconds / (steps - 1), 4), "losses": clock.losses}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=21)
+    parser.add_argument("--train-file", default="data/prepared/sft_train.jsonl")
+    args = parser.parse_args()
+    results = {name: run(name, args.steps, args.train_file) for name in ("sdpa", "varlen")}
+    drift = [abs(a - b) / abs(a) for a, b in zip(results["sdpa"]["losses"], results["varlen"]["losses"])]
+    report = {"date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores", "steps": args.steps, **results,
+              "speedup": round(results["sdpa"]["seconds_per_step"] / results["varlen"]["seconds_per_step"], 2),
+              "first_step_relative_loss_difference": drift[0], "max_relative_loss_difference": max(drift)}
+    write_json("reports/cpu_attention_bench.json", report)
+    print(f"sdpa {results['sdpa']['seconds_per_step']} s/step, varlen {results['varlen']['seconds_per_step']} "
+          f"s/step: {report['speedup']}x; relative loss difference {drift[0]:.1e} at step 1, {max(drift):.1e} at most")
+
+
+if __name__ == "__main__":
+    main()
