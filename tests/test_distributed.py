@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -78,6 +77,10 @@ def max_relative_difference(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / abs(y) for x, y in zip(a, b))
 
 
+def max_abs_difference(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_with_double_accumulation(tiny_model_dir, data, tmp_path):
     one = train(tmp_path / "one", tiny_model_dir, data, nproc=1, accumulation=2)
@@ -90,8 +93,12 @@ def test_two_processes_match_one_with_double_accumulation(tiny_model_dir, data, 
     m1, m2 = (json.loads((run / "metrics/sft.json").read_text()) for run in (one, two))
     assert m2["steps"] == STEPS and abs(m2["eval_loss"] - m1["eval_loss"]) <= TOLERANCE * m1["eval_loss"]
     assert [p.name for p in (two / "models").iterdir()] == ["sft"]
-    w1, w2 = (load_file(run / "models/sft/model.safetensors") for run in (one, two))
-    assert w1.keys() == w2.keys() and all(torch.allclose(w1[k], w2[k], rtol=TOLERANCE, atol=1e-6) for k in w1)
+    w1, w2, w3 = (load_file(run / "models/sft/model.safetensors") for run in (one, two, shuffled))
+    assert w1.keys() == w2.keys()
+    # Adam's first steps are close to sign(gradient), so rounding in the gradient sums can move a weight by a few
+    # 1e-6 (measured 4e-6 and 6e-6 with varlen attention, 0 with SDPA); another data order moves them by ~2e-2.
+    print("weight difference", max_abs_difference(w1, w2), "other data order", max_abs_difference(w1, w3))
+    assert max_abs_difference(w1, w2) < max_abs_difference(w1, w3) / 100
 
 
 def test_launcher_settings_and_commands(monkeypatch):
