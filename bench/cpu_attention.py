@@ -14,30 +14,13 @@ import dataclasses
 import os
 import platform
 import tempfile
-import time
 from datetime import date
 
-from transformers import TrainerCallback
-
+from bench.throughput import StepClock
 from medforge import params
 from medforge.io import write_json
 from medforge.modeling import model_params
 from medforge.train import SFTParams, make_trainer, read_records
-
-
-class StepClock(TrainerCallback):
-    def __init__(self):
-        self.starts, self.ends, self.losses = [], [], []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.starts.append(time.perf_counter())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(time.perf_counter())
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.losses.append(float(logs["loss"]))
 
 
 def run(attn: str, steps: int, train_file: str) -> dict:
@@ -48,8 +31,9 @@ def run(attn: str, steps: int, train_file: str) -> dict:
         trainer = make_trainer(p, read_records(train_file), None, out, assistant_only_loss=True, mp=mp,
                                callbacks=[clock])
         trainer.train()
-    seconds = sum(e - s for s, e in zip(clock.starts[1:], clock.ends[1:]))
-    return {"seconds_per_step": round(seconds / (steps - 1), 4), "losses": clock.losses}
+    tokens_per_s, _ = clock.rate(warmup=1)
+    seconds_per_step = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    return {"seconds_per_step": round(seconds_per_step, 4), "tokens_per_s": round(tokens_per_s), "losses": clock.losses}
 
 
 def main() -> None:
