@@ -87,8 +87,13 @@ class LiveLogger(TrainerCallback):
         self.live = Live(dir=f"dvclive/{stage}", dvcyaml=None, save_dvc_exp=False)
         self.live.log_params(logged_params)
 
+    @classmethod
+    def logged(cls, key: str) -> bool:
+        """The KEYS, and the mean of each GRPO / RLOO reward function (`rewards/<function>/mean`)."""
+        return key in cls.KEYS or (key.startswith("rewards/") and key.endswith("/mean"))
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        values = {k: v for k, v in (logs or {}).items() if k in self.KEYS}
+        values = {k: v for k, v in (logs or {}).items() if self.logged(k)}
         if values:
             self.live.step = state.global_step
             for k, v in values.items():

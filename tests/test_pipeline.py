@@ -110,6 +110,8 @@ def test_every_alignment_stage_trains_and_is_evaluated(repo):
         metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
         assert {"reward_first_10pct", "reward_last_10pct"} <= set(metrics), stage
         assert (repo / f"dvclive/{stage}/plots/metrics/train/reward.tsv").exists()
+    for function in ("correctness", "answer_format", "brevity"):  # each GRPO reward function's own curve
+        assert (repo / f"dvclive/grpo/plots/metrics/train/rewards/{function}/mean.tsv").exists(), function
     grpo = json.loads((repo / "metrics/grpo.json").read_text())
     assert 0 <= grpo["heldout_accuracy_before"] <= 1 and 0 <= grpo["heldout_accuracy_after"] <= 1
 
