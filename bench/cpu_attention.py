@@ -31,8 +31,8 @@ def run(attn: str, steps: int, train_file: str) -> dict:
         trainer = make_trainer(p, read_records(train_file), None, out, assistant_only_loss=True, mp=mp,
                                callbacks=[clock])
         trainer.train()
-    tokens_per_s, _ = clock.rate(warmup=1)
-    seconds_per_step = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    tokens_per_s, steps_per_s = clock.rate(warmup=1, per_step=1)
+    seconds_per_step = 1 / steps_per_s
     return {"seconds_per_step": round(seconds_per_step, 4), "tokens_per_s": round(tokens_per_s), "losses": clock.losses}
 
 
