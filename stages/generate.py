@@ -64,24 +64,48 @@ PRETRAIN = {
     ],
 }
 
-# Short questions whose answer is one fact: (question templates, answer template).
+# Short questions whose answer is one fact: (question templates, answer template). Several phrasings per fact,
+# the fact's name in different places, so the model binds the answer to the condition rather than to one
+# wording: on the held-out phrasings this raised MCQ accuracy from 0.32 to 0.39 (README "The built-in default").
 SHORT_QA = {
     "en": {
-        "department": (["Which department should I visit for {c.name}?", "Which clinic treats {c.name}?"],
-                       "{D}"),
-        "condition": (["I have {s}. What could this be?", "What condition causes {s}?"], "{C}"),
-        "care": (["How is {c.name} usually treated at first?", "What is the first-line care for {c.name}?"],
-                 "{c.care}"),
-        "system": (["Which part of the body does {c.name} affect?", "What body system is involved in {c.name}?"],
-                   "{S}"),
+        "department": (["Which department should I visit for {c.name}?", "Which clinic treats {c.name}?",
+                        "I have been diagnosed with {c.name}. Which department handles this?",
+                        "{C}: which hospital department is responsible?",
+                        "My sister has {c.name}. Where should she be seen?",
+                        "Where do patients with {c.name} get treated?"], "{D}"),
+        "condition": (["I have {s}. What could this be?", "What condition causes {s}?",
+                       "A patient presents with {s}. What is the likely condition?",
+                       "Symptoms: {s}. What disease do these suggest?",
+                       "My friend complains of {s}. What might he have?",
+                       "Which illness typically shows {s}?"], "{C}"),
+        "care": (["How is {c.name} usually treated at first?", "What is the first-line care for {c.name}?",
+                  "I was told I have {c.name}. What treatment comes first?",
+                  "{C}: what is the initial management?",
+                  "What should be done first to manage {c.name}?",
+                  "My mother has {c.name}. How is it treated?"], "{c.care}"),
+        "system": (["Which part of the body does {c.name} affect?", "What body system is involved in {c.name}?",
+                    "{C}: which organ system does it involve?",
+                    "I have {c.name}. What part of my body is affected?",
+                    "Where in the body does {c.name} occur?",
+                    "Which system of the body is affected by {c.name}?"], "{S}"),
         "red_flags": (["What warning signs of {c.name} mean I need urgent care?"],
                       "Seek urgent care if you notice {r}."),
     },
     "zh": {
-        "department": (["{c.name}应该挂哪个科？", "哪个科室治疗{c.name}？"], "{c.department}"),
-        "condition": (["我出现了{s}，这可能是什么病？", "什么疾病会引起{s}？"], "{c.name}"),
-        "care": (["{c.name}一开始通常怎么治疗？", "{c.name}的一线处理是什么？"], "{c.care}"),
-        "system": (["{c.name}影响身体的哪个部位？", "{c.name}涉及哪个身体系统？"], "{c.system}"),
+        "department": (["{c.name}应该挂哪个科？", "哪个科室治疗{c.name}？", "我被诊断为{c.name}，应该看哪个科？",
+                        "{c.name}：应该到医院哪个科室？", "我妹妹得了{c.name}，她该去哪里看病？",
+                        "{c.name}患者一般在哪个科治疗？"], "{c.department}"),
+        "condition": (["我出现了{s}，这可能是什么病？", "什么疾病会引起{s}？", "患者表现为{s}，可能是哪种疾病？",
+                       "症状：{s}。这些症状提示什么病？", "我朋友有{s}，他可能得了什么病？",
+                       "哪种病通常会出现{s}？"], "{c.name}"),
+        "care": (["{c.name}一开始通常怎么治疗？", "{c.name}的一线处理是什么？",
+                  "我被告知得了{c.name}，首先要怎么治疗？", "{c.name}：初始处理是什么？",
+                  "治疗{c.name}第一步应该做什么？", "我妈妈得了{c.name}，该怎么治疗？"],
+                 "{c.care}"),
+        "system": (["{c.name}影响身体的哪个部位？", "{c.name}涉及哪个身体系统？", "{c.name}：累及哪个器官系统？",
+                    "我得了{c.name}，是身体哪里出了问题？", "{c.name}发生在身体的哪个地方？",
+                    "哪个身体系统会受到{c.name}的影响？"], "{c.system}"),
         "red_flags": (["{c.name}出现哪些危险信号需要紧急就医？"], "如果出现{r}，请立即紧急就医。"),
     },
 }
@@ -139,10 +163,11 @@ EVAL_PROMPTS = {
 }
 # Multiple-choice phrasings seen in training (SFT), distinct from the held-out EVAL_PROMPTS.
 MCQ_TRAIN_PROMPTS = {
-    lang: {kind: questions[0] for kind, (questions, _) in SHORT_QA[lang].items() if kind != "red_flags"}
+    lang: {kind: questions for kind, (questions, _) in SHORT_QA[lang].items() if kind != "red_flags"}
     for lang in SHORT_QA
 }
 MCQ_ANSWER = {"department": "department", "condition": "name", "care": "care", "system": "system"}
+MCQ_EVAL_PROMPTS = {lang: {kind: [EVAL_PROMPTS[lang][kind]] for kind in MCQ_ANSWER} for lang in EVAL_PROMPTS}
 
 
 def fill(template: str, c: Condition, symptoms=None) -> str:
@@ -210,7 +235,7 @@ def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, 
 
 
 def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, prompts: dict):
-    """Four-option questions; `prompts` picks the phrasing (training or held-out)."""
+    """Four-option questions; `prompts` gives each kind's phrasings (training or held-out), one picked per question."""
     for c in conds:
         for kind in MCQ_ANSWER:
             correct = answer_of(kind, c)
@@ -218,7 +243,7 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, pro
             options = shuffled(rng, [correct, *rng.sample(pool, 3)])
             symptoms = rng.sample(c.symptoms, min(3, len(c.symptoms)))
             letters = "ABCD"
-            yield {"question": fill(prompts[c.lang][kind], c, symptoms),
+            yield {"question": fill(rng.choice(prompts[c.lang][kind]), c, symptoms),
                    "options": dict(zip(letters, options)), "answer": letters[options.index(correct)],
                    "kind": kind, "lang": c.lang}
 
@@ -244,7 +269,7 @@ def main() -> None:
             chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])]) for q in mcq_train],
         "mcq_train.jsonl": mcq_train,
         "preference.jsonl": list(preference_pairs(rng, conds, by_lang, "train")),
-        "mcq_eval.jsonl": sample(rng, list(mcq_questions(rng, conds, by_lang, EVAL_PROMPTS)), p.mcq_eval_size,
+        "mcq_eval.jsonl": sample(rng, list(mcq_questions(rng, conds, by_lang, MCQ_EVAL_PROMPTS)), p.mcq_eval_size,
                                  "mcq_eval_size"),
         "preference_eval.jsonl": sample(rng, list(preference_pairs(rng, conds, by_lang, "eval")),
                                         p.preference_eval_size, "preference_eval_size"),
