@@ -4,7 +4,9 @@
 Both runs read the same files, params and seed, so the sampler yields the same batches in the same order. Accelerate
 deals them out in turn (rank 0 gets batches 0, 2, 4, ..., rank 1 gets 1, 3, 5, ...), so one optimizer step of
 2 processes x batch b x accumulation 1 sees exactly the batches of one step of 1 process x batch b x accumulation 2,
-and the Trainer normalises the loss by the token count of the whole step in both. Only the order of floating-point
+and the Trainer normalises the loss by the token count of the whole step in both. Batches hold one packed row: the
+Trainer averages evaluation losses per batch, and a last, partial batch holds other rows under 2 processes (padded
+with repeats) than under 1, so only single-row batches give the same evaluation loss. Only the order of floating-point
 sums may differ: per-step losses must agree within TOLERANCE (relative), and a run on another data order must not.
 """
 import json
@@ -55,7 +57,7 @@ def train(workdir: Path, model_dir: Path, data: Path, nproc: int, accumulation: 
     (workdir / "data").mkdir(parents=True)
     (workdir / "data/prepared").symlink_to(data)
     params = {"model": {"dtype": "float32"},
-              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": STEPS, "batch_size": 2,
+              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": STEPS, "batch_size": 1,
                       "gradient_accumulation_steps": accumulation, "learning_rate": 0.003, "warmup_ratio": 0.0,
                       "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False, "seed": seed}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))

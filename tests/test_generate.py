@@ -57,6 +57,9 @@ def test_mcq_has_four_distinct_options_and_held_out_phrasing(generated):
     for q in generated["mcq_eval.jsonl"]:
         assert len(set(q["options"].values())) == 4 and q["answer"] in q["options"]
         assert q["question"] not in training_questions
+    for lang, templates in generate.EVAL_PROMPTS.items():
+        training_templates = {q for questions, _ in generate.SHORT_QA[lang].values() for q in questions}
+        assert not set(templates.values()) & training_templates
     answers = [q["answer"] for q in generated["mcq_eval.jsonl"]]
     assert max(answers.count(k) for k in "ABCD") < 0.4 * len(answers)
 
