@@ -2,22 +2,25 @@
 
     python -m stages.merge models/dpo models/merged/dpo
 
-The output carries the tokenizer, chat template and generation config; a full-fine-tuned source is re-saved as is.
+The output carries the tokenizer, chat template and generation config; a full-fine-tuned source is copied as is.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from medforge.io import atomic_path
-from medforge.modeling import load_model, load_tokenizer, model_params
+from medforge.modeling import is_adapter, load_model, load_tokenizer, model_params
 
 
 def merge(source: str, out: str) -> None:
-    mp = model_params()
-    model = load_model(source, mp)
     with atomic_path(out, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        load_tokenizer(source, mp).save_pretrained(tmp)
+        if is_adapter(source):
+            mp = model_params()
+            load_model(source, mp).save_pretrained(tmp)
+            load_tokenizer(source, mp).save_pretrained(tmp)
+        else:  # a full fine-tune is already standalone: copying it skips loading transformers (5 s)
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
     print(f"merged {source} -> {out}")
 
 
