@@ -1,12 +1,14 @@
 """Stage `grpo`: group relative policy optimisation of the SFT model on multiple-choice prompts (params.yaml `grpo`).
 
 Prompts come from the knowledge table (data/generated/mcq_train.jsonl, training phrasings, never the held-out
-questions). Rewards (medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option,
-answer format, brevity, and optionally a reward model's score (`reward_model`, weight key `rm`).
+questions); `num_prompts` trains on a fixed pool of them, so the reward curve compares like with like. Rewards
+(medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option, answer format, brevity, and
+optionally a reward model's score (`reward_model`, weight key `rm`).
 
 Metrics: reward curves (dvclive), mean reward over the first and last 10% of steps, and greedy answer accuracy
 on held-out questions (`heldout`) before and after training.
 """
+import random
 from dataclasses import dataclass, field
 from functools import partial, update_wrapper
 
@@ -21,6 +23,7 @@ from medforge.train import load_trainable, peft_config
 @dataclass
 class Params(RLParams):
     prompts: str = "data/generated/mcq_train.jsonl"
+    num_prompts: int = 0              # train on this many of them, drawn with `seed` (0 = all)
     heldout: str = "data/generated/mcq_eval.jsonl"
     max_completion_length: int = 24
     reward_weights: dict[str, float] = field(
@@ -32,6 +35,13 @@ class Params(RLParams):
 def as_rows(path: str) -> list[dict]:
     return [{"prompt": [{"role": "user", "content": mcq_prompt(q)}], "keys": list(q["options"]),
              "options": list(q["options"].values()), "answer": q["answer"]} for q in read_canonical(path, to_mcq)]
+
+
+def training_rows(p: Params) -> list[dict]:
+    rows = as_rows(p.prompts)
+    if p.num_prompts > len(rows):
+        raise SystemExit(f"grpo.num_prompts: {p.num_prompts} is more than the {len(rows)} prompts in {p.prompts}")
+    return random.Random(p.seed).sample(rows, p.num_prompts) if p.num_prompts else rows
 
 
 def reward_functions(p: Params, mp):
@@ -73,7 +83,7 @@ def main() -> None:
         funcs, weights, tokenizers = reward_functions(p, mp)
         return GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
                            args=GRPOConfig(**rl_args(p, output_dir), reward_weights=weights),
-                           train_dataset=Dataset.from_list(as_rows(p.prompts)), processing_class=tokenizer,
+                           train_dataset=Dataset.from_list(training_rows(p)), processing_class=tokenizer,
                            peft_config=peft_config(p), callbacks=callbacks)
 
     run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy)

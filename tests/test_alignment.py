@@ -105,6 +105,22 @@ def test_rewards_score_each_completion():
         1.0, 1.0, pytest.approx(0.5), 0.0, 0.0]
 
 
+def test_grpo_trains_on_a_fixed_pool_drawn_with_its_seed(tmp_path):
+    from stages.grpo import Params, training_rows
+    path = tmp_path / "mcq.jsonl"
+    path.write_text("".join(json.dumps({"question": f"Q{i}?", "options": {"A": "yes", "B": "no"}, "answer": "A"}) + "\n"
+                            for i in range(10)), encoding="utf-8")
+
+    def pool(**kw):
+        return [r["prompt"][0]["content"].split("?")[0] for r in training_rows(Params(prompts=str(path), **kw))]
+
+    assert pool() == [f"Q{i}" for i in range(10)]
+    assert len(set(pool(num_prompts=4, seed=1))) == 4 and pool(num_prompts=4, seed=1) == pool(num_prompts=4, seed=1)
+    assert pool(num_prompts=4, seed=1) != pool(num_prompts=4, seed=2)
+    with pytest.raises(SystemExit, match="grpo.num_prompts: 11 is more than the 10 prompts in"):
+        pool(num_prompts=11)
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared sample data not present")
 def test_medicalgpt_dpo_data_imports_and_trains(tiny_model_dir, tmp_path):
     with open(SHARED / "dpo_zh_500.jsonl", encoding="utf-8") as f:
