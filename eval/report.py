@@ -51,7 +51,8 @@ def markdown(rows: dict[str, dict]) -> str:
     lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name, m in rows.items():
-        cells = [form.format(m[k]) if k in m else "-" for k, _, form in columns]
+        cells = [form.format(m[k]) + (f" ± {m[k + '_stderr']:.3f}" if k + "_stderr" in m else "") if k in m else "-"
+                 for k, _, form in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -63,7 +64,8 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.5))
     for ax, (key, title) in zip(axes, COLUMNS):
         names = [n for n, m in rows.items() if key in m]
-        ax.bar(names, [rows[n][key] for n in names], color="tab:blue")
+        ax.bar(names, [rows[n][key] for n in names], yerr=[rows[n].get(f"{key}_stderr", 0) for n in names],
+               color="tab:blue", capsize=3)
         ax.set_title(title)
         if key != "answer_ppl":
             ax.set_ylim(0, 1)

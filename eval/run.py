@@ -45,18 +45,21 @@ def lm_eval_scores(lm, tokenizer, p: Params) -> dict:
         # Indexing lm-eval's built-in tasks reads ~13,000 YAML files (12 s here): only when extra_tasks need them.
         tasks = TaskManager(include_path=tmp, include_defaults=bool(p.extra_tasks))
         out = lm_eval.simple_evaluate(model=lm, tasks=names + p.extra_tasks, num_fewshot=p.num_fewshot,
-                                      task_manager=tasks, log_samples=False, bootstrap_iters=0)
+                                      task_manager=tasks, log_samples=False, bootstrap_iters=1000)
+    # Accuracies get lm-eval's closed-form standard error (no bootstrap); answer_ppl's own aggregation gets none.
     results = out["results"]
     scores = {
         "mcq_acc": results["medforge_mcq"]["acc,none"],
+        "mcq_acc_stderr": results["medforge_mcq"]["acc_stderr,none"],
         "mcq_acc_norm": results["medforge_mcq"]["acc_norm,none"],
         "answer_ppl": results["medforge_answer_ppl"]["answer_ppl,none"],
     }
     if "medforge_preference" in results:
         scores["preference_acc"] = results["medforge_preference"]["acc,none"]
+        scores["preference_acc_stderr"] = results["medforge_preference"]["acc_stderr,none"]
     for task in p.extra_tasks:
         scores.update({f"{task}/{k.split(',')[0]}": v for k, v in results.get(task, {}).items()
-                       if isinstance(v, (int, float)) and "stderr" not in k})
+                       if isinstance(v, (int, float))})
     return scores
 
 

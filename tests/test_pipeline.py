@@ -66,6 +66,8 @@ def test_pipeline_writes_models_metrics_and_report(repo):
     sft = json.loads((repo / "metrics/eval/sft.json").read_text())
     for m in (base, sft):
         assert 0 <= m["mcq_acc"] <= 1 and 0 <= m["preference_acc"] <= 1 and m["answer_ppl"] > 1
+        # the standard error of a mean of 0/1 scores over 60 questions (40 pairs): 0 < se <= 0.5 / sqrt(n - 1)
+        assert 0 < m["mcq_acc_stderr"] <= 0.5 / 59 ** 0.5 and 0 < m["preference_acc_stderr"] <= 0.5 / 39 ** 0.5
     # Even 30 steps of PT + SFT must lower held-out answer perplexity a lot below the random base model's.
     assert sft["answer_ppl"] < base["answer_ppl"] / 2
     report = (repo / "reports/eval.md").read_text()
