@@ -46,13 +46,20 @@ def with_changes(rows: dict[str, dict], reference: str) -> dict[str, dict]:
                    "mcq_change_pts": 100 * (m["mcq_acc"] - ref["mcq_acc"])} for name, m in rows.items()}
 
 
+def cell(m: dict, key: str, form: str) -> str:
+    """One table cell: the value, with its standard error where the metrics have one; "-" where it is missing."""
+    if key not in m:
+        return "-"
+    stderr = m.get(f"{key}_stderr")
+    return form.format(m[key]) + (f" ± {stderr:.3f}" if stderr is not None else "")
+
+
 def markdown(rows: dict[str, dict]) -> str:
     columns = [(k, t, "{:.3f}") for k, t in COLUMNS] + COSTS + [c for c in CHANGES if c[0] in next(iter(rows.values()))]
     lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name, m in rows.items():
-        cells = [form.format(m[k]) + (f" ± {m[k + '_stderr']:.3f}" if k + "_stderr" in m else "") if k in m else "-"
-                 for k, _, form in columns]
+        cells = [cell(m, k, form) for k, _, form in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
