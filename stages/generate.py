@@ -161,7 +161,7 @@ EVAL_PROMPTS = {
         "consult": "这几天我一直{s}，有什么建议吗？",
     },
 }
-# Multiple-choice phrasings seen in training (SFT), distinct from the held-out EVAL_PROMPTS.
+# Four-option questions in the training phrasings (mcq_train.jsonl, GRPO's prompts); never the held-out EVAL_PROMPTS.
 MCQ_TRAIN_PROMPTS = {
     lang: {kind: questions for kind, (questions, _) in SHORT_QA[lang].items() if kind != "red_flags"}
     for lang in SHORT_QA
@@ -202,11 +202,26 @@ def pretrain_docs(conds: list[Condition]):
             yield {"text": fill(t, c)}
 
 
-def sft_conversations(rng: random.Random, p: Params, conds: list[Condition]):
+def listed_options(rng: random.Random, c: Condition, kind: str, by_lang: dict, n: int) -> list[str]:
+    """The correct answer of `kind` and n - 1 other conditions' answers of that kind, shuffled."""
+    correct = answer_of(kind, c)
+    pool = sorted({answer_of(kind, o) for o in by_lang[c.lang]} - {correct})
+    return shuffled(rng, [correct, *rng.sample(pool, n - 1)])
+
+
+def sft_conversations(rng: random.Random, p: Params, conds: list[Condition], by_lang: dict):
+    """Every fact in every training phrasing, and every third phrasing of a multiple-choice kind a second time with two
+    options listed: that teaches the model to use what it knows when the options are listed (README "The built-in
+    default")."""
     for c in conds:
-        for questions, answer in SHORT_QA[c.lang].values():
-            for q in questions:
+        for kind, (questions, answer) in SHORT_QA[c.lang].items():
+            for i, q in enumerate(questions):
                 yield chat(rng, p, c.lang, [(fill(q, c, shuffled(rng, c.symptoms)), fill(answer, c))])
+                if kind in MCQ_ANSWER and i % 3 == 2:
+                    options = listed_options(rng, c, kind, by_lang, 2)
+                    question = mcq_prompt({"question": fill(q, c, shuffled(rng, c.symptoms)),
+                                           "options": dict(zip("AB", options))})
+                    yield chat(rng, p, c.lang, [(question, answer_of(kind, c))])
         q, a = CONSULT[c.lang]
         yield chat(rng, p, c.lang, [(fill(q, c, shuffled(rng, c.symptoms)), fill(a, c))])
         first = (fill(SHORT_QA[c.lang]["condition"][0][0], c, shuffled(rng, c.symptoms)), answer_of("condition", c))
@@ -238,13 +253,11 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, pro
     """Four-option questions; `prompts` gives each kind's phrasings (training or held-out), one picked per question."""
     for c in conds:
         for kind in MCQ_ANSWER:
-            correct = answer_of(kind, c)
-            pool = sorted({answer_of(kind, o) for o in by_lang[c.lang]} - {correct})
-            options = shuffled(rng, [correct, *rng.sample(pool, 3)])
+            options = listed_options(rng, c, kind, by_lang, 4)
             symptoms = rng.sample(c.symptoms, min(3, len(c.symptoms)))
             letters = "ABCD"
             yield {"question": fill(rng.choice(prompts[c.lang][kind]), c, symptoms),
-                   "options": dict(zip(letters, options)), "answer": letters[options.index(correct)],
+                   "options": dict(zip(letters, options)), "answer": letters[options.index(answer_of(kind, c))],
                    "kind": kind, "lang": c.lang}
 
 
@@ -262,12 +275,10 @@ def main() -> None:
         rows = sorted(rng.sample(rows, p.conditions), key=rows.index)
     conds = [knowledge.localized(r, lang) for r in rows for lang in knowledge.LANGS]
     by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
-    mcq_train = list(mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS))
     files = {
         "pretrain.jsonl": list(pretrain_docs(conds)),
-        "sft.jsonl": list(sft_conversations(rng, p, conds)) + [
-            chat(rng, p, q["lang"], [(mcq_prompt(q), q["options"][q["answer"]])]) for q in mcq_train],
-        "mcq_train.jsonl": mcq_train,
+        "sft.jsonl": list(sft_conversations(rng, p, conds, by_lang)),
+        "mcq_train.jsonl": list(mcq_questions(rng, conds, by_lang, MCQ_TRAIN_PROMPTS)),
         "preference.jsonl": list(preference_pairs(rng, conds, by_lang, "train")),
         "mcq_eval.jsonl": sample(rng, list(mcq_questions(rng, conds, by_lang, MCQ_EVAL_PROMPTS)), p.mcq_eval_size,
                                  "mcq_eval_size"),

@@ -43,7 +43,8 @@ def data(tiny_model_dir, tmp_path_factory):
     """Generated chats short enough that every packed batch has answer tokens to learn."""
     tokenizer = load_tokenizer(tiny_model_dir)
     conds = [knowledge.localized(r, lang) for r in knowledge.load()[:6] for lang in knowledge.LANGS]
-    chats = [c for c in sft_conversations(random.Random(0), Params(), conds)
+    by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
+    chats = [c for c in sft_conversations(random.Random(0), Params(), conds, by_lang)
              if len(tokenizer.apply_chat_template(c["messages"], tokenize=True)["input_ids"]) <= MAX_LENGTH]
     path = tmp_path_factory.mktemp("data")
     for split, records in (("train", chats), ("validation", chats[:8])):

@@ -51,6 +51,16 @@ def test_dataset_is_bilingual_with_multi_turn_and_system_prompts(generated):
     assert any(c["messages"][0]["role"] == "system" for c in sft)
 
 
+def test_sft_asks_every_third_phrasing_again_with_two_options_listed(generated):
+    listed = [c["messages"][-2:] for c in generated["sft.jsonl"] if "\nA. " in c["messages"][-2]["content"]]
+    phrasings = sum(len(generate.SHORT_QA["en"][kind][0]) for kind in generate.MCQ_ANSWER)
+    assert len(listed) == len(generate.knowledge.load()) * len(generate.knowledge.LANGS) * phrasings // 3
+    for user, assistant in listed:
+        question, *options = user["content"].split("\n")
+        assert [o[:3] for o in options] == ["A. ", "B. "] and options[0] != options[1]
+        assert assistant["content"] in [o[3:] for o in options]
+
+
 def test_mcq_has_four_distinct_options_and_held_out_phrasing(generated):
     training_questions = {m["content"].split("\n")[0] for c in generated["sft.jsonl"] for m in c["messages"]
                           if m["role"] == "user"}
