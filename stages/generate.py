@@ -203,10 +203,11 @@ def pretrain_docs(conds: list[Condition]):
 
 
 def listed_options(rng: random.Random, c: Condition, kind: str, by_lang: dict, n: int) -> list[str]:
-    """The correct answer of `kind` and n - 1 other conditions' answers of that kind, shuffled."""
+    """The correct answer of `kind` and n - 1 other conditions' answers of that kind (fewer if the chosen conditions
+    have fewer), shuffled."""
     correct = answer_of(kind, c)
     pool = sorted({answer_of(kind, o) for o in by_lang[c.lang]} - {correct})
-    return shuffled(rng, [correct, *rng.sample(pool, n - 1)])
+    return shuffled(rng, [correct, *rng.sample(pool, min(n - 1, len(pool)))])
 
 
 def sft_conversations(rng: random.Random, p: Params, conds: list[Condition], by_lang: dict):
