@@ -251,7 +251,8 @@ def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, 
 
 
 def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, prompts: dict):
-    """Four-option questions; `prompts` gives each kind's phrasings (training or held-out), one picked per question."""
+    """Four-option questions (fewer where the chosen conditions have fewer distinct answers); `prompts` gives each
+    kind's phrasings (training or held-out), one picked per question."""
     for c in conds:
         for kind in MCQ_ANSWER:
             options = listed_options(rng, c, kind, by_lang, 4)
