@@ -263,6 +263,11 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, pro
                    "kind": kind, "lang": c.lang}
 
 
+def by_language(conds: list[Condition]) -> dict[str, list[Condition]]:
+    """The conditions of each language: where listed options and wrong answers are drawn from."""
+    return {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
+
+
 def sample(rng: random.Random, items: list, n: int, key: str) -> list:
     if n > len(items):
         raise SystemExit(f"generate.{key}: {n} is more than the {len(items)} items the chosen conditions give")
@@ -276,7 +281,7 @@ def main() -> None:
     if p.conditions:
         rows = sorted(rng.sample(rows, p.conditions), key=rows.index)
     conds = [knowledge.localized(r, lang) for r in rows for lang in knowledge.LANGS]
-    by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
+    by_lang = by_language(conds)
     files = {
         "pretrain.jsonl": list(pretrain_docs(conds)),
         "sft.jsonl": list(sft_conversations(rng, p, conds, by_lang)),

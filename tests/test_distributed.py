@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from medforge import knowledge
 from medforge.launch import CONFIGS, command, settings
 from medforge.modeling import load_tokenizer
-from stages.generate import Params, sft_conversations
+from stages.generate import Params, by_language, sft_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # max relative difference of a step's loss; measured 0 (bitwise equal) on the 2-core dev machine
@@ -43,8 +43,7 @@ def data(tiny_model_dir, tmp_path_factory):
     """Generated chats short enough that every packed batch has answer tokens to learn."""
     tokenizer = load_tokenizer(tiny_model_dir)
     conds = [knowledge.localized(r, lang) for r in knowledge.load()[:6] for lang in knowledge.LANGS]
-    by_lang = {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
-    chats = [c for c in sft_conversations(random.Random(0), Params(), conds, by_lang)
+    chats = [c for c in sft_conversations(random.Random(0), Params(), conds, by_language(conds))
              if len(tokenizer.apply_chat_template(c["messages"], tokenize=True)["input_ids"]) <= MAX_LENGTH]
     path = tmp_path_factory.mktemp("data")
     for split, records in (("train", chats), ("validation", chats[:8])):
