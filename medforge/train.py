@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from medforge.io import atomic_path, read_jsonl, write_json
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
@@ -246,6 +246,7 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
         logged["lora_r"] = p.lora.r
     main = is_main_process()
     with tempfile.TemporaryDirectory(prefix=f"{stage}-") as scratch:
+        set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
         trainer = build(scratch, [LiveLogger(stage, logged)] if main else [])
         start = time.perf_counter()
         result = trainer.train()

@@ -24,6 +24,7 @@ class Params:
     system_prompt_fraction: float = 0.3
     mcq_eval_size: int = 400
     preference_eval_size: int = 300
+    wrong_answers_per_fact: int = 0  # more department and care training pairs per fact (knowledge_pairs)
 
 
 SYSTEM_PROMPTS = {
@@ -250,6 +251,20 @@ def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, 
                    "chosen": chosen, "rejected": rejected, "kind": kind, "lang": c.lang}
 
 
+def knowledge_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, n: int):
+    """Up to n more training pairs per department and care fact, each with another wrong answer (another condition's)
+    and a random training phrasing. From one wrong answer per fact a reward model learns which answers tend to be
+    chosen more than which answer belongs to which condition (README "Alignment")."""
+    for c in conds:
+        for kind in ("department", "care"):
+            correct = answer_of(kind, c)
+            wrong = sorted({answer_of(kind, o) for o in by_lang[c.lang] if o.department_key != c.department_key}
+                           - {correct})
+            for rejected in rng.sample(wrong, min(n, len(wrong))):
+                yield {"prompt": [{"role": "user", "content": fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)}],
+                       "chosen": correct, "rejected": rejected, "kind": kind, "lang": c.lang}
+
+
 def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, prompts: dict):
     """Four-option questions (fewer where the chosen conditions have fewer distinct answers); `prompts` gives each
     kind's phrasings (training or held-out), one picked per question."""
@@ -292,6 +307,8 @@ def main() -> None:
         "preference_eval.jsonl": sample(rng, list(preference_pairs(rng, conds, by_lang, "eval")),
                                         p.preference_eval_size, "preference_eval_size"),
     }
+    # a random stream of their own: the other files stay the same whatever their number
+    files["preference.jsonl"] += knowledge_pairs(random.Random(p.seed + 1), conds, by_lang, p.wrong_answers_per_fact)
     with atomic_path(OUT, directory=True) as tmp:
         for name, records in files.items():
             write_jsonl(tmp / name, records)

@@ -1,5 +1,6 @@
 """The built-in dataset: deterministic, bilingual, and held-out questions phrased unlike any training text."""
 import json
+import random
 
 import pytest
 import yaml
@@ -12,7 +13,8 @@ from stages import generate
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen")
-    params = {"generate": {"seed": 3, "conditions": 0, "mcq_eval_size": 200, "preference_eval_size": 100}}
+    params = {"generate": {"seed": 3, "conditions": 0, "mcq_eval_size": 200, "preference_eval_size": 100,
+                           "wrong_answers_per_fact": 2}}
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(path)
@@ -84,6 +86,35 @@ def test_preference_pairs_teach_safety(generated):
             assert p["rejected"].endswith(dismissive) and dismissive not in p["chosen"]
     eval_prompts = {p["prompt"][-1]["content"] for p in generated["preference_eval.jsonl"]}
     assert not eval_prompts & {p["prompt"][-1]["content"] for p in pairs}
+
+
+def test_knowledge_facts_come_with_several_wrong_answers():
+    conds = [knowledge.localized(r, lang) for r in knowledge.load()[::20] for lang in knowledge.LANGS]
+    by_lang = generate.by_language(conds)
+    pairs = iter(generate.knowledge_pairs(random.Random(0), conds, by_lang, 3))
+    for c in conds:
+        for kind in ("department", "care"):
+            wrong = {generate.answer_of(kind, o) for o in by_lang[c.lang] if o.department_key != c.department_key}
+            prompts = {generate.fill(q, c) for q in generate.SHORT_QA[c.lang][kind][0]}
+            group = [next(pairs) for _ in range(min(3, len(wrong)))]
+            assert {p["chosen"] for p in group} == {generate.answer_of(kind, c)}
+            assert len({p["rejected"] for p in group}) == len(group) >= 2 and {p["rejected"] for p in group} <= wrong
+            assert {p["prompt"][-1]["content"] for p in group} <= prompts
+            assert {(p["kind"], p["lang"]) for p in group} == {(kind, c.lang)}
+    assert next(pairs, None) is None
+
+
+def test_wrong_answers_per_fact_leaves_the_other_files_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = {}
+    for n in (0, 5):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": {
+            "conditions": 6, "mcq_eval_size": 20, "preference_eval_size": 10, "wrong_answers_per_fact": n}}))
+        generate.main()
+        files[n] = {f.name: f.read_text() for f in (tmp_path / "data/generated").iterdir()}
+    preference = files[0].pop("preference.jsonl"), files[5].pop("preference.jsonl")
+    assert files[0] == files[5]
+    assert preference[1].startswith(preference[0]) and len(preference[1]) > len(preference[0])
 
 
 def test_eval_size_larger_than_the_data_is_a_clear_error(tmp_path, monkeypatch):

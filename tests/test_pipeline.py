@@ -118,6 +118,13 @@ def test_every_alignment_stage_trains_and_is_evaluated(repo):
     assert 0 <= grpo["heldout_accuracy_before"] <= 1 and 0 <= grpo["heldout_accuracy_after"] <= 1
 
 
+def test_a_stage_run_again_writes_the_same_model(repo):
+    # the reward model's new head is the one weight initialised before its trainer seeds itself
+    trained = (repo / "models/rm/model.safetensors").read_bytes()
+    sh(str(DVC), "repro", "--force", "--single-item", "rm", cwd=repo)
+    assert (repo / "models/rm/model.safetensors").read_bytes() == trained
+
+
 def test_experiment_with_new_dpo_beta_reruns_only_downstream(repo):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results", cwd=repo)
