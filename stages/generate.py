@@ -230,11 +230,15 @@ def sft_conversations(rng: random.Random, p: Params, conds: list[Condition], by_
         yield chat(rng, p, c.lang, [first] + [(fill(u, c), fill(a, c)) for u, a in FOLLOW_UPS[c.lang]])
 
 
+def other_departments(c: Condition, by_lang: dict) -> list[Condition]:
+    """The conditions whose answers are wrong for c in a preference pair: those of another department."""
+    return [o for o in by_lang[c.lang] if o.department_key != c.department_key]
+
+
 def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, split: str):
     """Pairs whose chosen answer is correct and safe and whose rejected one is wrong or unsafe."""
     for c in conds:
-        others = [o for o in by_lang[c.lang] if o.department_key != c.department_key]
-        wrong = rng.choice(others)
+        wrong = rng.choice(other_departments(c, by_lang))
         consult_q = CONSULT[c.lang][0] if split == "train" else EVAL_PROMPTS[c.lang]["consult"]
         consult_a = fill(CONSULT[c.lang][1], c)
         dept_q = SHORT_QA[c.lang]["department"][0][0] if split == "train" else EVAL_PROMPTS[c.lang]["department"]
@@ -258,8 +262,7 @@ def knowledge_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, n
     for c in conds:
         for kind in ("department", "care"):
             correct = answer_of(kind, c)
-            wrong = sorted({answer_of(kind, o) for o in by_lang[c.lang] if o.department_key != c.department_key}
-                           - {correct})
+            wrong = sorted({answer_of(kind, o) for o in other_departments(c, by_lang)} - {correct})
             for rejected in rng.sample(wrong, min(n, len(wrong))):
                 yield {"prompt": [{"role": "user", "content": fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)}],
                        "chosen": correct, "rejected": rejected, "kind": kind, "lang": c.lang}
