@@ -205,8 +205,10 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
     run = p.dpo
     sp = stage_params(p, run, model_dir, fast=fast, **knobs)
     # the same length-grouped order for both configurations (the stage's default): same pairs in every step
-    pairs = length_grouped(pairs, [pair_length(x) for x in pairs], run.batch_size * run.accumulation, seed=0)
     mp = ModelParams(base=model_dir, attn_implementation="auto" if fast else "sdpa")
+    tokenizer = load_tokenizer(model_dir, mp)
+    pairs = length_grouped(pairs, [pair_length(tokenizer, x) for x in pairs], run.batch_size * run.accumulation,
+                           seed=0)
     release_memory()
     clock = StepClock()
     with tempfile.TemporaryDirectory() as scratch:
@@ -214,7 +216,7 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
                          precompute_ref_log_probs=fast, include_num_input_tokens_seen="non_padding",
                          train_sampling_strategy="sequential")  # the length-grouped order above
         trainer = DPOTrainer(model=load_trainable(sp, mp), args=args, train_dataset=dataset(pairs),
-                             processing_class=load_tokenizer(model_dir, mp), peft_config=peft_config(sp),
+                             processing_class=tokenizer, peft_config=peft_config(sp),
                              callbacks=[clock])
         start = time.perf_counter()  # the precomputed reference pass counts: it is part of the run
         trainer.train()

@@ -122,19 +122,32 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size:
 
 
 @dataclass
-class PreferenceParams(TrainParams):
-    """What DPO, ORPO and KTO share."""
+class PairParams(TrainParams):
+    """What every stage trained on preference pairs shares (RM, DPO, ORPO, KTO)."""
     init: str = "models/sft"
     heldout: str = "data/generated/preference_eval.jsonl"
     max_length: int = 512
-    beta: float = 0.1
     group_by_length: Literal["auto"] | bool = False  # each step's pairs of similar length; auto: on a GPU
 
 
-def grouped_by_length(p: PreferenceParams, unpaired: bool) -> bool:
-    """Padded pair batches waste most of a GPU step on padding unless lengths are alike (TRL 1.16's DPO has no
-    padding-free mode). Unpaired (KTO) data keeps TRL's own order."""
-    return not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
+@dataclass
+class PreferenceParams(PairParams):
+    """What DPO, ORPO and KTO share."""
+    beta: float = 0.1
+
+
+def training_pairs(p: PairParams, tokenizer, unpaired: bool = False) -> tuple[list[dict], bool]:
+    """The prepared training pairs, and whether they are in length-grouped step order, which the trainer must then
+    read as it is (`train_sampling_strategy="sequential"`).
+
+    Padded pair batches waste most of a step on padding unless the lengths in a step are alike (TRL 1.16 has no
+    padding-free mode for pairs). Unpaired (KTO) data keeps TRL's own order."""
+    pairs = prepared_pairs("train")
+    grouped = not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
+    if grouped:
+        step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
+        pairs = length_grouped(pairs, [pair_length(tokenizer, x) for x in pairs], step, p.seed)
+    return pairs, grouped
 
 
 @dataclass
@@ -162,11 +175,7 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     """
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    pairs = prepared_pairs("train")
-    grouped = grouped_by_length(p, unpaired)
-    if grouped:
-        step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
-        pairs = length_grouped(pairs, [pair_length(x) for x in pairs], step, p.seed)
+    pairs, grouped = training_pairs(p, tokenizer, unpaired)
     train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
@@ -192,6 +201,6 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     return run(stage, p, build, f"models/{stage}", report=report)
 
 
-def pair_length(pair: dict) -> int:
-    """Characters of the prompt and the longer answer: the padded length a pair needs, for length grouping."""
-    return sum(len(m["content"]) for m in pair["prompt"]) + max(len(pair["chosen"]), len(pair["rejected"]))
+def pair_length(tokenizer, pair: dict) -> int:
+    """Tokens of the longer of the pair's two rendered conversations: the padded length the pair needs."""
+    return max(sum(map(len, completion_ids(tokenizer, pair["prompt"], pair[key]))) for key in ("chosen", "rejected"))

@@ -7,15 +7,12 @@ from dataclasses import dataclass
 
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
-from medforge.preference import by_kind, dataset, load_pairs, prepared_pairs, reward_scores
-from medforge.train import TrainParams, load_trainable, peft_config, run, training_args
+from medforge.preference import PairParams, by_kind, dataset, load_pairs, prepared_pairs, reward_scores, training_pairs
+from medforge.train import load_trainable, peft_config, run, training_args
 
 
 @dataclass
-class Params(TrainParams):
-    init: str = "models/sft"
-    heldout: str = "data/generated/preference_eval.jsonl"
-    max_length: int = 512
+class Params(PairParams):
     center_rewards_coefficient: float | None = None
 
 
@@ -37,9 +34,11 @@ def main() -> None:
 
     def build(output_dir, callbacks):
         from trl import RewardConfig, RewardTrainer
+        pairs, grouped = training_pairs(p, tokenizer)
         args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
-                            center_rewards_coefficient=p.center_rewards_coefficient)
-        train, validation = dataset(prepared_pairs("train")), dataset(prepared_pairs("validation"))
+                            center_rewards_coefficient=p.center_rewards_coefficient,
+                            train_sampling_strategy="sequential" if grouped else "random")
+        train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
         return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
                              eval_dataset=validation, processing_class=tokenizer,
                              peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)

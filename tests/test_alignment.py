@@ -8,7 +8,7 @@ import torch
 
 from medforge.formats import to_preference
 from medforge.modeling import ModelParams, load_tokenizer
-from medforge.preference import completion_ids, dataset, implicit_reward_metrics
+from medforge.preference import completion_ids, dataset, implicit_reward_metrics, pair_length
 from medforge.rewards import answer_format, brevity, chosen_option, correctness
 from medforge.train import TrainParams, load_trainable, peft_config, training_args
 
@@ -50,6 +50,13 @@ def test_dpo_batch_masks_the_prompt_and_labels_exactly_the_answers(tiny_model_di
             assert mask == [0] * len(prompt) + [1] * (len(ids) - len(prompt))    # then only the answer
             assert tok.decode(answer) == pair[key] + "<|im_end|>\n"            # the answer and its end of turn
             assert completion_ids(tok, pair["prompt"], pair[key]) == (prompt, answer)  # held-out scoring agrees
+
+
+def test_pair_length_is_the_width_a_pair_is_padded_to(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    trainer = dpo_trainer(tiny_model_dir, tmp_path, PAIRS)
+    for i, pair in enumerate(PAIRS):  # what length grouping sorts by: the longer of chosen and rejected, in tokens
+        assert trainer.data_collator([trainer.train_dataset[i]])["input_ids"].shape[1] == pair_length(tok, pair)
 
 
 def test_dpo_step_moves_only_the_adapter_and_logs_rewards(tiny_model_dir, tmp_path):
