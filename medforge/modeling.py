@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from medforge import params
+from medforge import params, provenance
 
 
 @dataclass
@@ -89,7 +89,8 @@ def quantization_config(bits: int | None):
 
 
 def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None, head: str = "causal_lm"):
-    """Load a model directory, or an adapter directory merged into its base.
+    """Load a model directory, or an adapter directory merged into the model it was trained on (itself perhaps an
+    adapter: every delta below it is merged in; medforge.provenance checks each link).
 
     `head`: "causal_lm", or "reward" (a sequence-classification head with one output, for reward models).
     Only safetensors weights are accepted; remote code only when params allow it.
@@ -110,8 +111,10 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     config = PeftConfig.from_pretrained(path)
     if head != "causal_lm":  # e.g. an SFT adapter under a new reward head: fold the weights in, whatever the task
         config.task_type = None
-    base = load_model(config.base_model_name_or_path, mp, bits, head)
+    base = load_model(provenance.parent_of(path), mp, bits, head)
     merged = PeftModel.from_pretrained(base, path, config=config).merge_and_unload()
+    # The model is `path` now: an adapter trained on it records `path` as its base (peft reads name_or_path).
+    merged.name_or_path = merged.config.name_or_path = str(path)
     return merged.requires_grad_(not bits)  # peft froze the base; full fine-tuning from here must train it all
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from transformers import TrainerCallback, set_seed
 
+from medforge import provenance
 from medforge.io import atomic_path, read_jsonl, write_json
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
 
@@ -205,8 +206,9 @@ def whole_weights(model):
     return deepspeed.zero.GatheredParameters(sharded)
 
 
-def save_trained(trainer, out: str | Path, merge_adapter: bool) -> None:
-    """Write the trained model (or adapter) and tokenizer to `out` atomically; every rank calls it.
+def save_trained(trainer, out: str | Path, parent: str, merge_adapter: bool) -> None:
+    """Write the trained model (or adapter) and tokenizer to `out` atomically, with provenance.json naming `parent`,
+    the model training started from; every rank calls it.
 
     trainer.save_model gathers ZeRO-3/FSDP-sharded weights on all ranks and writes on the main process only, into
     the main process's temporary directory (broadcast so all ranks name the same path). `merge_adapter`: the saved
@@ -229,6 +231,8 @@ def save_trained(trainer, out: str | Path, merge_adapter: bool) -> None:
             model.save_pretrained(tmp)
             trainer.processing_class.save_pretrained(tmp)
             shutil.rmtree(saved)
+        if main:
+            provenance.write(tmp, parent)
     trainer.accelerator.wait_for_everyone()
 
 
@@ -259,7 +263,7 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
         if report:
             with whole_weights(trainer.model):
                 metrics.update(report(trainer))
-        save_trained(trainer, out, merge_adapter)
+        save_trained(trainer, out, p.init, merge_adapter)
     if main:
         write_json(f"metrics/{stage}.json", metrics)
         print(json.dumps(metrics))

@@ -1,4 +1,5 @@
-"""Stage `merge@STAGE`: fold a stage's LoRA adapter into its base (peft merge_and_unload) -> standalone HF model.
+"""Stage `merge@STAGE`: fold a stage's LoRA adapter into the model it was trained on, and that model's adapter into
+its own, down to a full model (peft merge_and_unload) -> standalone HF model.
 
     python -m stages.merge models/dpo models/merged/dpo
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
+from medforge import provenance
 from medforge.io import atomic_path
 from medforge.modeling import is_adapter, load_model, load_tokenizer, model_params
 
@@ -21,6 +23,7 @@ def merge(source: str, out: str) -> None:
             load_tokenizer(source, mp).save_pretrained(tmp)
         else:  # a full fine-tune is already standalone: copying it skips loading transformers (5 s)
             shutil.copytree(source, tmp, dirs_exist_ok=True)
+        provenance.write(tmp, parent=source)
     print(f"merged {source} -> {out}")
 
 

@@ -57,3 +57,10 @@ def start_server():
     from bench.serving import running
     with ExitStack() as stack:
         yield lambda model, *flags: stack.enter_context(running(model, *flags))
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory):
+    """The DVC pipeline run once on a shrunken tiny configuration, in a repository of its own (tests/pipeline.py)."""
+    from tests.pipeline import make_repo
+    return make_repo(tmp_path_factory.mktemp("repo"))

@@ -1,60 +1,8 @@
 """End to end: the DVC pipeline on a shrunken tiny configuration in a temporary copy of the repository."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-DVC = Path(sys.executable).with_name("dvc")
-SMALL = {
-    "generate": {"mcq_eval_size": 60, "preference_eval_size": 40},
-    "model": {"tiny": {"vocab_size": 1024, "num_layers": 2}},
-    "pt": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
-    "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5, "finetuning": "lora"},  # exercises LoRA -> merge
-    "eval": {"samples": 2, "max_new_tokens": 8},
-    **{stage: {"max_steps": 2, "batch_size": 4, "logging_steps": 1} for stage in ("rm", "dpo", "orpo", "kto")},
-    **{stage: {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 8,
-               "heldout_size": 4} for stage in ("ppo", "grpo")},
-}
-ALIGNMENT = ("ppo", "dpo", "orpo", "kto", "grpo")
-
-
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
-def sh(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": f"{DVC.parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git clone of the working tree's tracked files with the SMALL params, pipeline already run once."""
-    path = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, path / name)
-    params = merge(yaml.safe_load((path / "params.yaml").read_text()), SMALL)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    sh("git", "init", "-q", cwd=path)
-    sh("git", "add", "-A", cwd=path)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tree", cwd=path)
-    sh(str(DVC), "repro", cwd=path)
-    return path
+from tests.pipeline import ALIGNMENT, DVC, sh
 
 
 def test_pipeline_writes_models_metrics_and_report(repo):

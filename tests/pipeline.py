@@ -1,0 +1,56 @@
+"""The DVC pipeline on a shrunken tiny configuration, in a git repository of its own (the `repo` fixture)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = Path(sys.executable).with_name("dvc")
+SMALL = {
+    "generate": {"mcq_eval_size": 60, "preference_eval_size": 40},
+    "model": {"tiny": {"vocab_size": 1024, "num_layers": 2}},
+    "pt": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
+    "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5, "finetuning": "lora"},  # exercises LoRA -> merge
+    "eval": {"samples": 2, "max_new_tokens": 8},
+    **{stage: {"max_steps": 2, "batch_size": 4, "logging_steps": 1} for stage in ("rm", "dpo", "orpo", "kto")},
+    **{stage: {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+               "heldout_size": 4} for stage in ("ppo", "grpo")},
+}
+ALIGNMENT = ("ppo", "dpo", "orpo", "kto", "grpo")
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def set_params(repo: Path, override: dict) -> None:
+    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), override)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+
+
+def sh(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": f"{DVC.parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def make_repo(path: Path) -> Path:
+    """A git repository of the working tree's files with the SMALL params, the whole pipeline run once."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, path / name)
+    set_params(path, SMALL)
+    sh("git", "init", "-q", cwd=path)
+    sh("git", "add", "-A", cwd=path)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tree", cwd=path)
+    sh(str(DVC), "repro", cwd=path)
+    return path
