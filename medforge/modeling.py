@@ -111,7 +111,7 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     config = PeftConfig.from_pretrained(path)
     if head != "causal_lm":  # e.g. an SFT adapter under a new reward head: fold the weights in, whatever the task
         config.task_type = None
-    base = load_model(provenance.parent_of(path), mp, bits, head)
+    base = load_model(provenance.parent_of(path) or config.base_model_name_or_path, mp, bits, head)
     merged = PeftModel.from_pretrained(base, path, config=config).merge_and_unload()
     # The model is `path` now: an adapter trained on it records `path` as its base (peft reads name_or_path).
     merged.name_or_path = merged.config.name_or_path = str(path)

@@ -52,14 +52,12 @@ def write(directory: str | Path, parent: str | Path | None) -> None:
     (Path(directory) / FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def parent_of(adapter: str | Path) -> str:
-    """The model a LoRA adapter was trained on, checked to be there with the weights it was trained on.
-
-    An adapter without provenance.json (trained elsewhere) is taken at its word: adapter_config.json's
-    base_model_name_or_path."""
+def parent_of(adapter: str | Path) -> str | None:
+    """The model a LoRA adapter was trained on, checked to be there with the weights it was trained on; None for an
+    adapter without provenance.json (trained elsewhere: its adapter_config.json is all there is to go by)."""
     parent = read(adapter).get("parent")
     if parent is None:
-        return json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return None
     path, trained_on = parent["path"], parent["weights_sha256"]
     if trained_on is None:  # a hub id
         return path
