@@ -37,12 +37,17 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all setup setup-gpu system-deps serve bench-serve test bench bench-generate bench-cpu-attention quantize lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
 	$(BIN)/dvc repro report
 	@echo; echo "Evaluation (reports/eval.md, plot: plots/eval.png):"; cat reports/eval.md
+	@echo; $(BIN)/python -m medforge.provenance times
+
+# What every artifact's provenance records of this machine: commit, locks, libraries, device.
+env: $(STAMP)
+	@$(BIN)/python -m medforge.provenance
 
 setup: $(STAMP)
 
@@ -60,6 +65,10 @@ setup-gpu: $(STAMP)
 	@nvidia-smi -L >/dev/null 2>&1 || { echo "setup-gpu: no NVIDIA GPU here (nvidia-smi -L failed)"; exit 1; }
 	$(GPU_EXTRAS)
 	$(BIN)/pip check
+
+# dvc.yaml's code deps from the import graph (tools/deps.py); a test fails while they are stale.
+deps: $(STAMP)
+	$(BIN)/python tools/deps.py
 
 lock: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python tools/lock.py
@@ -86,13 +95,13 @@ eval: $(STAMP)
 	$(BIN)/dvc repro report quantization
 	@cat reports/quantization.md
 
-# `make serve HOST=0.0.0.0 PORT=8000 MODEL=models/merged/dpo`; beyond loopback it needs MEDFORGE_API_KEY.
-HOST ?= 127.0.0.1
-PORT ?= 8000
-MODEL ?= models/gguf/model-q4_k_m.gguf
+# params.yaml `serve:` says what and where; `make serve HOST=0.0.0.0 PORT=8000 MODEL=models/merged/dpo` overrides.
+# Beyond loopback it needs MEDFORGE_API_KEY.
+serve_param = $(shell $(BIN)/python -c 'from medforge import params; print(params.load("serve").$(1))')
+SERVE_MODEL = $(or $(MODEL),$(call serve_param,model))
 serve: $(STAMP)
-	$(if $(filter models/gguf/%,$(MODEL)),$(BIN)/dvc repro gguf)
-	$(BIN)/python -m serve --model $(MODEL) --host $(HOST) --port $(PORT)
+	$(if $(filter models/gguf/%,$(SERVE_MODEL)),$(BIN)/dvc repro gguf)
+	$(BIN)/python -m serve $(if $(MODEL),--model $(MODEL)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show
@@ -100,8 +109,10 @@ metrics: $(STAMP)
 push: $(STAMP)
 	$(BIN)/dvc push
 
+# What dvc.lock records as built, from the remote: a stage never run has nothing there (plain `dvc pull` fails on it).
 pull: $(STAMP)
-	$(BIN)/dvc pull
+	@test -f dvc.lock || { echo "pull: no dvc.lock here: commit the one \`make all\` wrote (README \"Sharing results\")"; exit 1; }
+	$(BIN)/dvc pull $$($(BIN)/python -c 'import yaml; print(*yaml.safe_load(open("dvc.lock"))["stages"])')
 
 # GPU throughput: fast configuration vs plain baseline, side by side (BENCHMARKS.md); skips without a GPU.
 bench: $(STAMP)
@@ -114,6 +125,14 @@ bench-generate: gguf
 # CPU SFT step time: per-conversation `varlen` attention vs SDPA's block-diagonal mask over the packed row.
 bench-cpu-attention: pt
 	$(BIN)/python -m bench.cpu_attention $(BENCH_ARGS)
+
+# Which CPU kernel choices (ATEN_CPU_CAPABILITY, oneDNN, MKL_CBWR, threads, bf16) change SFT's losses, side by side.
+bench-cpu-numerics: pt prepare
+	$(BIN)/python -m bench.cpu_numerics $(BENCH_ARGS)
+
+# Checkpointing's cost to a training stage (STAGE, default sft): none, params.yaml's, every 50 steps, side by side.
+bench-checkpoints: $(STAMP)
+	$(BIN)/python -m bench.checkpoints --stage $(or $(STAGE),sft) $(BENCH_ARGS)
 
 # Debian packages the browser test and the container test use (run as root; CI runs it).
 SYSTEM_DEPS := chromium chromium-driver fonts-wqy-zenhei docker.io debootstrap
@@ -140,11 +159,12 @@ docker-build:
 docker-sft docker-dpo: docker-%:
 	$(DOCKER_TRAIN) $*
 
-# The serving image on MODEL (a GGUF), published on 127.0.0.1:$(PORT); clients send MEDFORGE_API_KEY as a Bearer token.
+# The serving image on serve.model or MODEL (a GGUF), published on 127.0.0.1:<serve.port or PORT>; clients send
+# MEDFORGE_API_KEY as a Bearer token.
 docker-serve:
-	@test -f $(MODEL) || { echo "docker-serve: $(MODEL) does not exist (make quantize, or MODEL=file.gguf)"; exit 1; }
-	docker run --rm -p 127.0.0.1:$(PORT):8000 -e MEDFORGE_API_KEY \
-		--mount type=bind,src=$(abspath $(MODEL)),dst=/models/model.gguf,readonly medforge-serve
+	@test -f "$(SERVE_MODEL)" || { echo "docker-serve: $(SERVE_MODEL) does not exist (make quantize, or MODEL=file.gguf)"; exit 1; }
+	docker run --rm -p 127.0.0.1:$(or $(PORT),$(call serve_param,port)):8000 -e MEDFORGE_API_KEY \
+		--mount type=bind,src=$(abspath $(SERVE_MODEL)),dst=/models/model.gguf,readonly medforge-serve
 
 # The serving image built on a local Debian base and checked over HTTP (tools/docker_test.py). Needs docker.io and
 # debootstrap (make system-deps), and root or a running engine.

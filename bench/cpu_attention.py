@@ -10,7 +10,6 @@ Writes reports/cpu_attention_bench.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import tempfile
@@ -19,13 +18,12 @@ from datetime import date
 from bench.throughput import StepClock
 from medforge import params
 from medforge.io import write_json
-from medforge.modeling import model_params
-from medforge.train import SFTParams, make_trainer, read_records
+from medforge.train import make_trainer, read_records
 
 
 def run(attn: str, steps: int, train_file: str) -> dict:
-    p = dataclasses.replace(params.load("sft", SFTParams), max_steps=steps, logging_steps=1)
-    mp = dataclasses.replace(model_params(), attn_implementation=attn, dtype="float32")
+    p = params.load("sft", max_steps=steps, logging_steps=1)
+    mp = params.load("model", attn_implementation=attn, dtype="float32")
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
         trainer = make_trainer(p, read_records(train_file), None, out, assistant_only_loss=True, mp=mp,

@@ -16,17 +16,16 @@ from datetime import date
 
 import torch
 
-from eval.run import Params as EvalParams
 from eval.run import sample_prompts
 from eval.tasks import render
 from medforge import params
 from medforge.io import write_json
-from medforge.modeling import ModelParams, load_model, load_tokenizer
+from medforge.modeling import load_model, load_tokenizer, model_params
 
 
 def transformers_rate(model_dir: str, texts: list[str], tokens: int) -> float:
-    tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, ModelParams(dtype="float32")).eval()
+    tokenizer = load_tokenizer(model_dir, model_params())
+    model = load_model(model_dir, params.load("model", dtype="float32")).eval()
     seconds = 0.0
     for i, text in enumerate(texts):
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
@@ -55,15 +54,14 @@ def llama_cpp_rate(gguf: str, texts: list[str], tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    align = params.load_raw()["pipeline"]["align"]
+    align = params.load("pipeline").align
     parser.add_argument("--model", default=f"models/merged/{align}", help="merged HF model directory")
     parser.add_argument("--gguf", default="models/gguf/model-q4_k_m.gguf")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=9)
     cli = parser.parse_args()
-    p = params.load("eval", EvalParams)
-    tokenizer = load_tokenizer(cli.model)
-    texts = [render(tokenizer, m) for m in sample_prompts(EvalParams(**{**vars(p), "samples": cli.prompts}))]
+    tokenizer = load_tokenizer(cli.model, model_params())
+    texts = [render(tokenizer, m) for m in sample_prompts(params.load("eval", samples=cli.prompts))]
     hf = transformers_rate(cli.model, texts, cli.tokens)
     gguf = llama_cpp_rate(cli.gguf, texts, cli.tokens)
     report = {"date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 
 import requests
@@ -27,34 +28,46 @@ from medforge import params
 from medforge.io import write_json
 
 
-@contextmanager
-def running(model: str, *flags: str, timeout: float = 120):
-    """`python -m serve` on a free loopback port; yields its base URL once /health answers. Its output goes to a file,
-    not a pipe nobody reads while it serves (a full pipe would block the server)."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@contextmanager
+def answering(command: list[str], url: str, timeout: float = 120, **popen):
+    """Run `command` (a server, in a process group of its own) and yield once `url`/health answers. Its output goes
+    to a file, not a pipe nobody reads while it serves (a full pipe would block the server)."""
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(model), "--port", str(port), *flags],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen)
+    deadline = time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"server for {model} exited: {log.read()}")
+                raise RuntimeError(f"{' '.join(command)} exited: {log.read()}")
             try:
                 if requests.get(f"{url}/health", timeout=1).ok:
                     break
             except requests.ConnectionError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"server for {model} did not answer /health in {timeout:.0f} s")
+                    raise RuntimeError(f"{' '.join(command)} did not answer {url}/health in {timeout:.0f} s")
                 time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
+        with suppress(ProcessLookupError):  # it exited already
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def running(model: str, *flags: str, timeout: float = 120):
+    """`python -m serve` on `model` on a free loopback port; yields its base URL once /health answers."""
+    port = free_port()
+    with answering([sys.executable, "-m", "serve", "--model", str(model), "--port", str(port), *flags],
+                   f"http://127.0.0.1:{port}", timeout) as url:
+        yield url
 
 
 def load(url: str, questions: list[str], clients: int, seconds: float, max_tokens: int) -> dict:
@@ -93,18 +106,15 @@ def load(url: str, questions: list[str], clients: int, seconds: float, max_token
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    align = params.load_raw()["pipeline"]["align"]
+    align = params.load("pipeline").align
     parser.add_argument("--gguf", default="models/gguf/model-q4_k_m.gguf")
     parser.add_argument("--model", default=f"models/merged/{align}", help="merged HF model (the naive server)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    from eval.run import Params as EvalParams
     from eval.run import sample_prompts
-    eval_params = params.load("eval", EvalParams)
-    eval_params.samples = 64
-    questions = [messages[-1]["content"] for messages in sample_prompts(eval_params)]
+    questions = [messages[-1]["content"] for messages in sample_prompts(params.load("eval", samples=64))]
     results = {}
     for name, model in (("llama.cpp q4_k_m", args.gguf), ("transformers fp32 (naive)", args.model)):
         with running(model) as url:

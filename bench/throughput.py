@@ -20,7 +20,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -30,50 +30,35 @@ from transformers import TrainerCallback
 from medforge import params
 from medforge.formats import read_canonical, to_chat, to_preference
 from medforge.io import write_json
-from medforge.modeling import ModelParams, TinyParams
+from medforge.modeling import TinyParams
 from medforge.train import LoraParams, SFTParams, make_trainer, peft_config, training_args
 
 
 @dataclass
-class Arch(TinyParams):
-    """A random-initialised benchmark model: the tiny default's dimensions, plus its family."""
-    architecture: str = "qwen2"
-    vocab_size: int = 32000
-    hidden_size: int = 896
-    intermediate_size: int = 4864
-    num_layers: int = 24
-    num_heads: int = 14
-    num_kv_heads: int = 2
-    max_position_embeddings: int = 4096
-
-
-@dataclass
 class Run:
-    batch_size: int = 8  # the baseline's micro-batch; `fast` takes batch_size x accumulation in one
-    accumulation: int = 4
-    steps: int = 20
-    warmup_steps: int = 3  # left out of the throughput figures (kernel compilation, allocator warm-up)
+    batch_size: int  # the baseline's micro-batch; `fast` takes batch_size x accumulation in one
+    accumulation: int
+    steps: int
+    warmup_steps: int  # left out of the throughput figures (kernel compilation, allocator warm-up)
 
 
 @dataclass
 class Params:
-    sft_data: str = "../shared/data/medicalgpt/medical_sft_1K_format.jsonl"
-    dpo_data: str = "../shared/data/medicalgpt/dpo_zh_500.jsonl"
-    fallback_sft_data: str = "data/prepared/sft_train.jsonl"  # the project's own data, where ../shared is absent
-    fallback_dpo_data: str = "data/prepared/preference_train.jsonl"
-    model: Arch = field(default_factory=Arch)
-    qlora_model: Arch = field(default_factory=lambda: Arch(  # Llama-2-7B's dimensions
-        architecture="llama", tie_word_embeddings=False, hidden_size=4096, intermediate_size=11008, num_layers=32,
-        num_heads=32, num_kv_heads=32))
-    max_length: int = 2048
-    dpo_max_length: int = 1536
-    lora: LoraParams = field(default_factory=lambda: LoraParams(r=8, alpha=16, dropout=0.0))
-    learning_rate: float = 2e-4
-    sft: Run = field(default_factory=Run)
-    dpo: Run = field(default_factory=lambda: Run(batch_size=4, accumulation=8, steps=12, warmup_steps=2))
-    qlora: Run = field(default_factory=lambda: Run(batch_size=16, accumulation=1, steps=8, warmup_steps=3))
-    peak_tflops: float = 989.0  # dense bf16 of an H100 SXM (datasheet), for MFU
-    out: str = "reports/bench.json"
+    sft_data: str
+    dpo_data: str
+    fallback_sft_data: str  # the project's own data, where ../shared is absent
+    fallback_dpo_data: str
+    model: TinyParams
+    qlora_model: TinyParams
+    max_length: int
+    dpo_max_length: int
+    lora: LoraParams
+    learning_rate: float
+    sft: Run
+    dpo: Run
+    qlora: Run
+    peak_tflops: float  # dense bf16 of an H100 SXM (datasheet), for MFU
+    out: str
 
 
 class StepClock(TrainerCallback):
@@ -106,7 +91,7 @@ def token_length(tokenizer, messages: list[dict]) -> int:
     return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
-def build_model(arch: Arch, texts: list[str], out: Path) -> None:
+def build_model(arch: TinyParams, texts: list[str], out: Path) -> None:
     """The tiny default's builder (stages/base.py) at `arch`'s size, in bf16, on the GPU where there is one (a 7B
     model initialises in seconds there)."""
     from stages.base import build_tiny
@@ -136,7 +121,7 @@ def peak_memory_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
-def matmul_flops_per_token(arch: Arch) -> float:
+def matmul_flops_per_token(arch: TinyParams) -> float:
     """Forward + input-gradient FLOPs per token of every weight matrix (LoRA trains no base weight, so no
     weight gradients): 4 x matmul parameters. Attention scores are counted separately from document lengths."""
     head = arch.hidden_size // arch.num_heads
@@ -145,7 +130,7 @@ def matmul_flops_per_token(arch: Arch) -> float:
     return 4 * (arch.num_layers * (attention + mlp) + arch.vocab_size * arch.hidden_size)
 
 
-def attention_flops(arch: Arch, length: int) -> float:
+def attention_flops(arch: TinyParams, length: int) -> float:
     """Causal attention of one document, forward (QK^T and AV: 2 n^2 d per layer) + backward (twice that)."""
     return 3 * 2 * length * length * arch.hidden_size * arch.num_layers
 
@@ -162,23 +147,23 @@ def summary(clock: StepClock, run: Run, samples_per_step: int, flops_per_sample:
 
 
 def stage_params(p: Params, run: Run, init: str, fast: bool, **extra) -> SFTParams:
-    """The SFT stage's params for one configuration; `fast` keeps the stage defaults (auto knobs), baseline
-    turns every speed knob off."""
+    """The SFT stage's params for one configuration; `fast` keeps params.yaml's speed knobs (auto), baseline
+    turns every one off."""
     knobs = {} if fast else dict(gradient_checkpointing=True, liger_kernels=False, chunked_lm_head=False)
-    return SFTParams(init=init, finetuning=extra.pop("finetuning", "lora"), max_steps=run.steps,
-                     learning_rate=p.learning_rate, warmup_ratio=0.0, lr_scheduler_type="constant",
-                     logging_steps=1, lora=p.lora,
-                     batch_size=run.batch_size * (run.accumulation if fast else 1),
-                     gradient_accumulation_steps=1 if fast else run.accumulation, **knobs, **extra)
+    return params.load("sft", init=init, finetuning=extra.pop("finetuning", "lora"), max_steps=run.steps,
+                       learning_rate=p.learning_rate, warmup_ratio=0.0, lr_scheduler_type="constant",
+                       logging_steps=1, lora=p.lora,
+                       batch_size=run.batch_size * (run.accumulation if fast else 1),
+                       gradient_accumulation_steps=1 if fast else run.accumulation, **knobs, **extra)
 
 
-def train(p: Params, sp: SFTParams, records: list[dict], attn: str, lengths: list[int], arch: Arch,
+def train(p: Params, sp: SFTParams, records: list[dict], attn: str, lengths: list[int], arch: TinyParams,
           run: Run) -> dict:
     release_memory()
     clock = StepClock()
     with tempfile.TemporaryDirectory() as scratch:
         trainer = make_trainer(sp, records, None, scratch, assistant_only_loss=True,
-                               mp=ModelParams(base=sp.init, attn_implementation=attn), callbacks=[clock])
+                               mp=params.load("model", base=sp.init, attn_implementation=attn), callbacks=[clock])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -205,7 +190,7 @@ def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -
     run = p.dpo
     sp = stage_params(p, run, model_dir, fast=fast, **knobs)
     # the same length-grouped order for both configurations (the stage's default): same pairs in every step
-    mp = ModelParams(base=model_dir, attn_implementation="auto" if fast else "sdpa")
+    mp = params.load("model", base=model_dir, attn_implementation="auto" if fast else "sdpa")
     tokenizer = load_tokenizer(model_dir, mp)
     pairs = length_grouped(pairs, [pair_length(tokenizer, x) for x in pairs], run.batch_size * run.accumulation,
                            seed=0)
@@ -257,12 +242,12 @@ def load_data(p: Params) -> tuple[dict, list[dict], list[dict]]:
 
 def measure(p: Params, chats: list[dict], pairs: list[dict], work: Path, only: str | None = None,
             qlora: bool = False) -> dict:
-    from medforge.modeling import load_tokenizer
+    from medforge.modeling import load_tokenizer, model_params
     texts = [m["content"] for c in chats for m in c["messages"]] + [
         t for r in pairs for t in (r["chosen"], r["rejected"], *(m["content"] for m in r["prompt"]))]
     model_dir = work / "base"
     isolated(build_model, p.model, texts, model_dir)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, model_params())
     lengths = [token_length(tokenizer, c["messages"]) for c in chats]
     kept = [(c, n) for c, n in zip(chats, lengths) if n <= p.max_length]
     report = {"sft_samples": {"used": len(kept), "over_max_length_dropped": len(chats) - len(kept)}}
@@ -285,7 +270,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("bench: no CUDA GPU here; nothing to measure (skipped)")
         return
-    p = params.load("bench", Params)
+    p = params.load("bench")
     sources, chats, pairs = load_data(p)
     report = {"date": date.today().isoformat(), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "python": platform.python_version(), **sources, "params": dataclasses.asdict(p)}

@@ -29,7 +29,7 @@ QUANTIZED = ["gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gptq", "bnb-nf4", "bnb-int
 
 @dataclass
 class Pipeline:
-    align: Literal["dpo", "orpo", "kto", "ppo", "grpo"] = "dpo"  # the alignment stage `make all` runs after SFT
+    align: Literal["dpo", "orpo", "kto", "ppo", "grpo"]  # the alignment stage `make all` runs after SFT
 
 
 def collect(names: list[str]) -> dict[str, dict]:
@@ -82,7 +82,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    align = params.load("pipeline", Pipeline).align
+    align = params.load("pipeline").align
     if sys.argv[1:] == ["quantization"]:
         name, rows = "quantization", with_changes(collect([align, *QUANTIZED]), align)
     else:

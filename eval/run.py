@@ -12,13 +12,13 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from eval.tasks import render, write_tasks
-from medforge import params
+from medforge import params, provenance
 from medforge.formats import read_canonical, to_chat
 from medforge.io import write_json
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
@@ -26,14 +26,14 @@ from medforge.modeling import generate_replies, load_model, load_tokenizer, mode
 
 @dataclass
 class Params:
-    mcq: str = "data/generated/mcq_eval.jsonl"
-    chat: str = "data/prepared/sft_validation.jsonl"
-    preference: str | None = "data/generated/preference_eval.jsonl"
-    extra_tasks: list[str] = field(default_factory=list)
-    num_fewshot: int = 0
-    batch_size: int = 16
-    samples: int = 6
-    max_new_tokens: int = 64
+    mcq: str
+    chat: str
+    preference: str | None
+    extra_tasks: list[str]
+    num_fewshot: int
+    batch_size: int
+    samples: int
+    max_new_tokens: int
 
 
 def lm_eval_scores(lm, tokenizer, p: Params) -> dict:
@@ -79,6 +79,8 @@ class HFVariant:
         from lm_eval.models.huggingface import HFLM
         self.tokenizer = load_tokenizer(path, mp)
         self.model = load_model(path, mp, bits=bits).eval()
+        self.precision = {4: "4-bit NF4 (bitsandbytes)", 8: "int8 (bitsandbytes)"}.get(bits) or str(
+            self.model.dtype).split(".")[-1]
         self.files = [f for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin")]
         self.lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size,
                        device="cuda" if torch.cuda.is_available() else "cpu")
@@ -96,9 +98,10 @@ class GGUFVariant:
 
     def __init__(self, path: str):
         from eval.llama_cpp_lm import LlamaCppLM
-        self.tokenizer = load_tokenizer(Path(path).parent / "tokenizer")
+        self.tokenizer = load_tokenizer(Path(path).parent / "tokenizer", model_params())
         self.lm = LlamaCppLM(path)
         self.files = [Path(path)]
+        self.precision = "llama.cpp " + Path(path).stem.removeprefix("model-")
 
     def memory_bytes(self) -> int:
         return self.files[0].stat().st_size  # llama.cpp maps the file
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument("model", help="an HF model directory or a .gguf file")
     parser.add_argument("--bits", type=int, choices=[4, 8], help="load the HF model in 4-bit NF4 or 8-bit (bnb)")
     args = parser.parse_args()
-    p = params.load("eval", Params)
+    p = params.load("eval")
     start = time.perf_counter()
     if args.model.endswith(".gguf"):
         variant = GGUFVariant(args.model)
@@ -132,11 +135,12 @@ def main() -> None:
     generation_seconds = time.perf_counter() - start
     write_json(Path("samples") / f"{args.name}.json",
                [{"prompt": h[-1]["content"], "reply": r} for h, r in zip(prompts, replies)])
-    write_json(Path("metrics/eval") / f"{args.name}.json",
-               {**scores, "load_seconds": round(load_seconds, 2),
-                "size_mb": round(sum(f.stat().st_size for f in variant.files) / 2**20, 2),
-                "memory_mb": round(variant.memory_bytes() / 2**20, 2),
-                "generation_tokens_per_s": round(tokens / generation_seconds, 1)})
+    provenance.write_metrics(Path("metrics/eval") / f"{args.name}.json",
+                             {**scores, "load_seconds": round(load_seconds, 2),
+                              "size_mb": round(sum(f.stat().st_size for f in variant.files) / 2**20, 2),
+                              "memory_mb": round(variant.memory_bytes() / 2**20, 2),
+                              "generation_tokens_per_s": round(tokens / generation_seconds, 1)},
+                             precision=variant.precision)
     print(json.dumps(scores))
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -13,30 +13,30 @@ from medforge import params, provenance
 
 @dataclass
 class TinyParams:
-    architecture: str = "llama"  # any transformers model type with the usual config fields (llama, qwen2, ...)
-    tie_word_embeddings: bool = True
-    vocab_size: int = 4096
-    hidden_size: int = 256
-    intermediate_size: int = 768
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 4
-    max_position_embeddings: int = 1024
-    seed: int = 0
+    architecture: str  # any transformers model type with the usual config fields (llama, qwen2, ...)
+    tie_word_embeddings: bool
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    max_position_embeddings: int
+    seed: int
 
 
 @dataclass
 class ModelParams:
-    base: str = "tiny"
-    revision: str = "main"
-    trust_remote_code: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: str = "auto"  # auto: varlen (medforge/attention.py), GPU or CPU
-    tiny: TinyParams = field(default_factory=TinyParams)
+    base: str
+    revision: str
+    trust_remote_code: bool
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    attn_implementation: str  # auto: varlen (medforge/attention.py), GPU or CPU
+    tiny: TinyParams
 
 
 def model_params() -> ModelParams:
-    return params.load("model", ModelParams)
+    return params.load("model")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -66,9 +66,8 @@ def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
 
-def load_tokenizer(path: str | Path, mp: ModelParams | None = None):
+def load_tokenizer(path: str | Path, mp: ModelParams):
     from transformers import AutoTokenizer
-    mp = mp or ModelParams()
     tokenizer = AutoTokenizer.from_pretrained(path, revision=mp.revision, trust_remote_code=mp.trust_remote_code)
     if tokenizer.pad_token is None:  # batching needs one; many base models ship without (TRL does the same)
         tokenizer.pad_token = tokenizer.eos_token
@@ -88,7 +87,7 @@ def quantization_config(bits: int | None):
     raise ValueError(f"quantization bits must be 4 or 8, got {bits}")
 
 
-def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None = None, head: str = "causal_lm"):
+def load_model(path: str | Path, mp: ModelParams, bits: int | None = None, head: str = "causal_lm"):
     """Load a model directory, or an adapter directory merged into the model it was trained on (itself perhaps an
     adapter: every delta below it is merged in; medforge.provenance checks each link).
 
@@ -96,7 +95,6 @@ def load_model(path: str | Path, mp: ModelParams | None = None, bits: int | None
     Only safetensors weights are accepted; remote code only when params allow it.
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-    mp = mp or ModelParams()
     kwargs = dict(dtype=torch_dtype(mp.dtype), revision=mp.revision, trust_remote_code=mp.trust_remote_code,
                   use_safetensors=True, attn_implementation=attn_implementation(mp.attn_implementation))
     if bits:  # an explicit None would also drop the quantization a checkpoint declares (GPTQ)

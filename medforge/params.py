@@ -1,7 +1,9 @@
-"""params.yaml loading with validation: unknown keys and wrong types fail loudly, naming the key."""
+"""params.yaml, the one home of every setting: each section is validated against its schema, a dataclass without
+defaults, so a missing key, an unknown key and a wrong type each fail naming the key."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from pathlib import Path
@@ -9,6 +11,28 @@ from pathlib import Path
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+
+# params.yaml's sections and the schema of each ("module:class").
+SCHEMAS = {
+    "generate": "stages.generate:Params",
+    "data": "stages.prepare:Params",
+    "model": "medforge.modeling:ModelParams",
+    "pt": "medforge.train:SFTParams",
+    "sft": "medforge.train:SFTParams",
+    "checkpoints": "medforge.checkpoints:CheckpointParams",
+    "pipeline": "eval.report:Pipeline",
+    "rm": "stages.rm:Params",
+    "ppo": "stages.ppo:Params",
+    "dpo": "stages.dpo:Params",
+    "orpo": "medforge.preference:PreferenceParams",
+    "kto": "stages.kto:Params",
+    "grpo": "stages.grpo:Params",
+    "gguf": "stages.gguf:Params",
+    "gptq": "stages.gptq:Params",
+    "eval": "eval.run:Params",
+    "serve": "serve.__main__:Settings",
+    "bench": "bench.throughput:Params",
+}
 
 
 class ParamsError(ValueError):
@@ -55,28 +79,33 @@ def _check(value, hint, key: str):
 def build(schema: type, raw: dict, prefix: str):
     """Build dataclass `schema` from `raw`, validating every key recursively."""
     hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    unknown = sorted(set(raw) - set(fields))
+    names = [f.name for f in dataclasses.fields(schema)]
+    unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise ParamsError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
-    values = {}
-    for name, field in fields.items():
-        key = f"{prefix}.{name}"
-        if name in raw:
-            values[name] = _check(raw[name], hints[name], key)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{key}: missing required key")
-    return schema(**values)
+        raise ParamsError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(names)})")
+    missing = [name for name in names if name not in raw]
+    if missing:
+        raise ParamsError(f"{prefix}.{missing[0]}: missing key (params.yaml holds every setting; there is no default)")
+    return schema(**{name: _check(raw[name], hints[name], f"{prefix}.{name}") for name in names})
+
+
+def schema_of(section: str) -> type:
+    if section not in SCHEMAS:
+        raise ParamsError(f"params.yaml has no section '{section}' (known: {', '.join(SCHEMAS)})")
+    module, name = SCHEMAS[section].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load_raw(path: Path = PARAMS_FILE) -> dict:
+    if not Path(path).exists():
+        raise ParamsError(f"{path}: not found (run from the repository root, where params.yaml lives)")
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
 
 
-def load(section: str, schema: type, path: Path = PARAMS_FILE):
-    """Return params.yaml's `section` as a validated `schema` instance."""
+def load(section: str, path: Path = PARAMS_FILE, **overrides):
+    """params.yaml's `section` as its validated schema, with `overrides` (field: value) replacing fields."""
     raw = load_raw(path)
     if section not in raw:
         raise ParamsError(f"{path}: missing section '{section}'")
-    return build(schema, raw[section] or {}, section)
+    return dataclasses.replace(build(schema_of(section), raw[section] or {}, section), **overrides)

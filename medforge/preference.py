@@ -124,16 +124,15 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size:
 @dataclass
 class PairParams(TrainParams):
     """What every stage trained on preference pairs shares (RM, DPO, ORPO, KTO)."""
-    init: str = "models/sft"
-    heldout: str = "data/generated/preference_eval.jsonl"
-    max_length: int = 512
-    group_by_length: Literal["auto"] | bool = False  # each step's pairs of similar length; auto: on a GPU
+    heldout: str
+    max_length: int
+    group_by_length: Literal["auto"] | bool  # each step's pairs of similar length; auto: on a GPU
 
 
 @dataclass
 class PreferenceParams(PairParams):
     """What DPO, ORPO and KTO share."""
-    beta: float = 0.1
+    beta: float
 
 
 def training_pairs(p: PairParams, tokenizer, unpaired: bool = False) -> tuple[list[dict], bool]:
@@ -153,7 +152,7 @@ def training_pairs(p: PairParams, tokenizer, unpaired: bool = False) -> tuple[li
 @dataclass
 class ReferenceParams(PreferenceParams):
     """DPO and KTO: trained against a reference (the starting model)."""
-    precompute_ref_log_probs: bool = False
+    precompute_ref_log_probs: bool
 
 
 def reference_model(p: ReferenceParams, mp):

@@ -8,14 +8,11 @@ from medforge.train import TrainParams, run, training_args, whole_weights
 
 @dataclass
 class RLParams(TrainParams):
-    init: str = "models/sft"
-    batch_size: int = 16              # completions per step: prompts x num_generations
-    num_generations: int = 4          # samples per prompt; each is judged against the others' mean reward
-    max_completion_length: int = 64
-    temperature: float = 1.0
-    beta: float = 0.05                # KL penalty towards the starting (SFT) policy
-    logging_steps: int = 1
-    heldout_size: int = 100           # held-out prompts answered greedily before and after training
+    num_generations: int  # samples per prompt; each is judged against the others' mean reward
+    max_completion_length: int
+    temperature: float
+    beta: float  # KL penalty towards the starting (SFT) policy
+    heldout_size: int  # held-out prompts answered greedily before and after training
 
 
 def rl_args(p: RLParams, output_dir: str) -> dict:

@@ -6,59 +6,60 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from transformers import TrainerCallback, set_seed
 
-from medforge import provenance
-from medforge.io import atomic_path, read_jsonl, write_json
+from medforge import modelcard, provenance
+from medforge.checkpoints import SaveCheckpoints, checkpoint_params, clear, last_checkpoint, run_dir
+from medforge.io import atomic_path, read_jsonl
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
+from medforge.progress import ProgressLines, in_terminal
 
 
 @dataclass
 class LoraParams:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: str | list[str]
 
 
 @dataclass
 class TrainParams:
     """What every training stage shares; each stage adds its own fields in a subclass."""
-    init: str = "models/base"
-    finetuning: Literal["full", "lora", "qlora"] = "lora"
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "cosine"
-    gradient_checkpointing: bool = False
-    checkpoint_every_n_layers: int = 1  # selective: >1 keeps the activations of the other layers (faster, more memory)
-    bf16: Literal["auto"] | bool = "auto"  # auto: where bf16 is fast (a GPU, or a CPU with AMX/AVX512-BF16)
-    liger_kernels: Literal["auto"] | bool = False  # Liger's Triton layer kernels (measured slower here: BENCHMARKS.md)
-    torch_compile: bool = False
-    logging_steps: int = 10
-    seed: int = 0
-    lora: LoraParams = field(default_factory=LoraParams)
+    init: str
+    finetuning: Literal["full", "lora", "qlora"]
+    epochs: float
+    max_steps: int
+    learning_rate: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    warmup_ratio: float
+    weight_decay: float
+    lr_scheduler_type: str
+    gradient_checkpointing: bool
+    checkpoint_every_n_layers: int  # selective: >1 keeps the activations of the other layers (faster, more memory)
+    bf16: Literal["auto"] | bool  # auto: bf16 autocast on a GPU that has it, fp32 on every CPU
+    liger_kernels: Literal["auto"] | bool  # Liger's Triton layer kernels (measured slower here: BENCHMARKS.md)
+    torch_compile: bool
+    logging_steps: int
+    seed: int
+    lora: LoraParams
 
 
 @dataclass
 class SFTParams(TrainParams):
     """PT and SFT: next-token loss on packed sequences."""
-    max_length: int | None = 512
-    packing: bool = True
-    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
-    padding_free: bool = False  # without packing: each batch as one row (bfd packing is padding-free already)
-    chunked_lm_head: Literal["auto"] | bool = "auto"  # auto: on a GPU only (see trainer_class)
+    max_length: int | None
+    packing: bool
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"]
+    padding_free: bool  # without packing: each batch as one row (bfd packing is padding-free already)
+    chunked_lm_head: Literal["auto"] | bool  # auto: on a GPU only (see trainer_class)
 
 
 def length_grouped(records: list, lengths: list[int], step_size: int, seed: int) -> list:
@@ -83,10 +84,14 @@ class LiveLogger(TrainerCallback):
     KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/accuracies",
             "rewards/margins")
 
-    def __init__(self, stage: str, logged_params: dict):
+    def __init__(self, stage: str, logged_params: dict, history: list[dict] = ()):
+        """`history`: the log of the run a resumed one continues (its checkpoint's), replayed into fresh curves: DVC
+        removed the killed run's curves with the stage's other outputs."""
         from dvclive import Live
         self.live = Live(dir=f"dvclive/{stage}", dvcyaml=None, save_dvc_exp=False)
         self.live.log_params(logged_params)
+        for logs in history:
+            self.log(logs["step"], logs)
 
     @classmethod
     def logged(cls, key: str) -> bool:
@@ -94,9 +99,12 @@ class LiveLogger(TrainerCallback):
         return key in cls.KEYS or (key.startswith("rewards/") and key.endswith("/mean"))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        values = {k: v for k, v in (logs or {}).items() if self.logged(k)}
+        self.log(state.global_step, logs or {})
+
+    def log(self, step: int, logs: dict) -> None:
+        values = {k: v for k, v in logs.items() if self.logged(k)}
         if values:
-            self.live.step = state.global_step
+            self.live.step = step
             for k, v in values.items():
                 self.live.log_metric(f"train/{k}" if k != "eval_loss" else "eval/loss", v)
             self.live.make_summary()
@@ -114,11 +122,11 @@ def peft_config(p: TrainParams, task_type: str = "CAUSAL_LM"):
 
 
 def use_bf16(setting: str | bool) -> bool:
+    """`auto` never picks bf16 on a CPU: only some CPUs have AVX512-BF16/AMX, and there bf16 autocast gave other
+    numbers for the same commit (README "Reproducibility"); `true` asks for it."""
     if setting != "auto":
         return setting
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def chunked_lm_head(setting: str | bool) -> bool:
@@ -141,7 +149,7 @@ def training_args(p: TrainParams, output_dir: str) -> dict:
         gradient_accumulation_steps=p.gradient_accumulation_steps, warmup_steps=p.warmup_ratio,
         weight_decay=p.weight_decay, lr_scheduler_type=p.lr_scheduler_type, logging_steps=p.logging_steps,
         gradient_checkpointing=p.gradient_checkpointing, use_cpu=not torch.cuda.is_available(),
-        bf16=use_bf16(p.bf16), disable_tqdm=True, use_liger_kernel=use_liger(p.liger_kernels),
+        bf16=use_bf16(p.bf16), disable_tqdm=not in_terminal(), use_liger_kernel=use_liger(p.liger_kernels),
         torch_compile=p.torch_compile,
         **({"gradient_checkpointing_kwargs": {"every_n_layers": p.checkpoint_every_n_layers}}
            if p.checkpoint_every_n_layers > 1 else {}),
@@ -175,12 +183,11 @@ def trainer_class(chunked: bool):
 
 
 def make_trainer(p: SFTParams, train_records: list[dict], eval_records: list[dict] | None, output_dir: str,
-                 assistant_only_loss: bool, mp: ModelParams | None = None, callbacks=()):
+                 assistant_only_loss: bool, mp: ModelParams, callbacks=()):
     """TRL SFTTrainer from `p.init`: LoRA/QLoRA/full, packing, loss masked to assistant turns when asked."""
     from datasets import Dataset
     from trl import SFTConfig
 
-    mp = mp or model_params()
     args = SFTConfig(**training_args(p, output_dir), max_length=p.max_length, packing=p.packing,
                      packing_strategy=p.packing_strategy, padding_free=p.padding_free,
                      assistant_only_loss=assistant_only_loss, include_num_input_tokens_seen="non_padding")
@@ -206,9 +213,10 @@ def whole_weights(model):
     return deepspeed.zero.GatheredParameters(sharded)
 
 
-def save_trained(trainer, out: str | Path, parent: str, merge_adapter: bool) -> None:
-    """Write the trained model (or adapter) and tokenizer to `out` atomically, with provenance.json naming `parent`,
-    the model training started from; every rank calls it.
+def save_trained(trainer, out: str | Path, merge_adapter: bool, stage: str, parent: str, metrics: dict,
+                 **facts) -> None:
+    """Write the trained model (or adapter) and tokenizer to `out` atomically, with provenance.json (naming `parent`,
+    the model training started from, and `facts`) and a model card with the stage's `metrics`; every rank calls it.
 
     trainer.save_model gathers ZeRO-3/FSDP-sharded weights on all ranks and writes on the main process only, into
     the main process's temporary directory (broadcast so all ranks name the same path). `merge_adapter`: the saved
@@ -232,7 +240,7 @@ def save_trained(trainer, out: str | Path, parent: str, merge_adapter: bool) -> 
             trainer.processing_class.save_pretrained(tmp)
             shutil.rmtree(saved)
         if main:
-            provenance.write(tmp, parent)
+            modelcard.write(tmp, stage, provenance.write(tmp, parent, **facts), metrics)
     trainer.accelerator.wait_for_everyone()
 
 
@@ -240,7 +248,8 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
     """Train, evaluate and write the model (or LoRA adapter) to `out` atomically, with metrics and curves.
 
     `build(output_dir, callbacks)` returns the TRL trainer; `report(trainer)` adds stage metrics after training.
-    `merge_adapter` saves a standalone model even when training a LoRA adapter.
+    `merge_adapter` saves a standalone model even when training a LoRA adapter. The trainer checkpoints as
+    params.yaml `checkpoints` says; a run of the same inputs resumes from the last checkpoint (medforge.checkpoints).
     Under several processes every rank trains, evaluates, reports and saves (ZeRO-3 and FSDP need all ranks for a
     forward pass or to gather weights); only the main process writes metrics, curves and the model.
     """
@@ -249,30 +258,58 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
     if p.finetuning != "full":
         logged["lora_r"] = p.lora.r
     main = is_main_process()
-    with tempfile.TemporaryDirectory(prefix=f"{stage}-") as scratch:
-        set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
-        trainer = build(scratch, [LiveLogger(stage, logged)] if main else [])
-        start = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - start
-        metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1)}
-        if trainer.eval_dataset is not None:
-            metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-        if trainer.state.num_input_tokens_seen:  # summed over all processes
-            metrics["tokens_per_second"] = round(trainer.state.num_input_tokens_seen / seconds, 1)
-        if report:
-            with whole_weights(trainer.model):
-                metrics.update(report(trainer))
-        save_trained(trainer, out, p.init, merge_adapter)
+    c = checkpoint_params()
+    checkpoints = run_dir(c, stage)
+    resume = last_checkpoint(checkpoints) if checkpoints else None
+    state = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
+    resumed_at = state.get("global_step", 0)
+    if main and (resume or not checkpoints):
+        print(f"{stage}: resuming from step {resumed_at} ({resume})" if resume else
+              f"{stage}: no checkpoints: not a DVC stage here, so nothing keys them to its inputs")
+    set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
+    shown = [LiveLogger(stage, logged, state.get("log_history", [])), *([] if in_terminal() else [ProgressLines(stage)])] if main else []
+    trainer = build(str(checkpoints or Path(c.dir) / stage / "unkeyed"),
+                    [SaveCheckpoints(c, saving=bool(checkpoints)), *shown])
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - start
+    metrics = {"train_loss": mean_logged_loss(trainer.state.log_history), "steps": result.global_step,
+               "seconds": round(seconds, 1), **({"resumed_from_step": resumed_at} if resume else {})}
+    if trainer.eval_dataset is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    tokens = trainer.state.num_input_tokens_seen - state.get("num_input_tokens_seen", 0)  # this run's, all processes
+    if tokens:
+        metrics["tokens_per_second"] = round(tokens / seconds, 1)
+    if report:
+        with whole_weights(trainer.model):
+            metrics.update(report(trainer))
+    facts = {"precision": precision(trainer, p), "world_size": trainer.args.world_size, "seed": p.seed}
+    save_trained(trainer, out, merge_adapter, stage, p.init, metrics, **facts)
     if main:
-        write_json(f"metrics/{stage}.json", metrics)
+        clear(c, stage)
+        provenance.write_metrics(f"metrics/{stage}.json", metrics, **facts)
         print(json.dumps(metrics))
     return metrics
+
+
+def precision(trainer, p: TrainParams) -> str:
+    """The precision the stage trained in, as it was, not as params asked."""
+    compute = "bf16 autocast" if trainer.args.bf16 else str(next(trainer.model.parameters()).dtype).split(".")[-1]
+    return ("4-bit NF4 base, " if p.finetuning == "qlora" else "") + compute
+
+
+def mean_logged_loss(log_history: list[dict]) -> float:
+    """The training loss averaged over every step, from the logged losses (each the mean over the steps since the
+    one logged before): the same for a run resumed from a checkpoint as for one that ran through (SaveCheckpoints
+    logs the steps it saves at and the last one)."""
+    logged = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    steps = [0] + [step for step, _ in logged]
+    return sum(loss * (step - prev) for (step, loss), prev in zip(logged, steps)) / max(steps[-1], 1)
 
 
 def run_sft(stage: str, p: SFTParams, train_file: str, eval_file: str, out: str, assistant_only_loss: bool) -> dict:
     """PT and SFT: next-token training on JSONL records."""
     def build(output_dir, callbacks):
         return make_trainer(p, read_records(train_file), read_records(eval_file), output_dir, assistant_only_loss,
-                            callbacks=callbacks)
+                            model_params(), callbacks=callbacks)
     return run(stage, p, build, out)

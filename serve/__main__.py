@@ -4,7 +4,7 @@
 
 A .gguf file runs on llama.cpp; an HF model directory on vLLM where it is installed and a GPU is present (its own
 server, `vllm serve`), otherwise on transformers. Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions
-(streaming or not), GET / (chat page). Settings come from params.yaml `serve` where there is one; flags override.
+(streaming or not), GET / (chat page). Settings come from params.yaml `serve`; flags override them.
 Bound to anything but loopback, the server refuses to start without an API key (--api-key or MEDFORGE_API_KEY).
 """
 from __future__ import annotations
@@ -15,28 +15,23 @@ import os
 import shutil
 import socket
 import sys
-from dataclasses import dataclass, replace
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 from medforge import params
 
-DISCLAIMER = ("You are a medical information assistant, not a doctor. Your answers are general information, not a "
-              "diagnosis or treatment plan; tell the user to see a clinician, and to seek emergency care at once "
-              "for red-flag symptoms such as chest pain, difficulty breathing, fainting or heavy bleeding. "
-              "你是医疗信息助手，不是医生：回答仅供参考，不构成诊断或治疗建议；如有胸痛、呼吸困难、晕厥或大出血等"
-              "危险症状，请立即就医。")
-
 
 @dataclass
 class Settings:
-    model: str = "models/gguf/model-q4_k_m.gguf"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    model_id: str = "medforge"           # the name clients pass as "model"
-    system_prompt: str = DISCLAIMER      # added to conversations that bring no system message; "" for none
-    n_ctx: int = 0                       # llama.cpp context; 0: the model's own
-    threads: int = 0                     # llama.cpp threads; 0: half the cores, the rest serve HTTP (README)
-    max_body_bytes: int = 1_000_000
+    model: str
+    host: str
+    port: int
+    model_id: str  # the name clients pass as "model"
+    system_prompt: str  # added to conversations that bring no system message; "" for none
+    n_ctx: int  # llama.cpp context; 0: the model's own
+    threads: int  # llama.cpp threads; 0: half the cores, the rest serve HTTP (README)
+    max_body_bytes: int
 
 
 def loopback(host: str) -> bool:
@@ -81,13 +76,13 @@ def has_cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(Settings)
     for name in ("model", "host", "port", "model_id", "system_prompt", "n_ctx", "threads"):
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(getattr(Settings, name)))
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=hints[name])
     parser.add_argument("--api-key", default=os.environ.get("MEDFORGE_API_KEY") or None)
     args = vars(parser.parse_args(argv))
     api_key = args.pop("api_key")
-    s = params.load("serve", Settings) if params.PARAMS_FILE.exists() else Settings()
-    s = replace(s, **{k: v for k, v in args.items() if v is not None})
+    s = params.load("serve", **{k: v for k, v in args.items() if v is not None})
     if not loopback(s.host) and not api_key:
         raise SystemExit(f"serve: refusing to listen on {s.host} without an API key: set MEDFORGE_API_KEY "
                          f"(or --api-key), or bind to 127.0.0.1")

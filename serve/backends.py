@@ -34,9 +34,10 @@ def transformers_app(path: Path, model_id: str):
     from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
     from transformers import TextIteratorStreamer
 
-    from medforge.modeling import load_model, load_tokenizer
+    from medforge.modeling import load_model, load_tokenizer, model_params
 
-    tokenizer, model = load_tokenizer(path), load_model(path).eval()
+    mp = model_params()
+    tokenizer, model = load_tokenizer(path, mp), load_model(path, mp).eval()
     context = model.config.max_position_embeddings
     end_ids = model.generation_config.eos_token_id
     end_ids = set(end_ids if isinstance(end_ids, list) else [end_ids])

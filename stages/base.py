@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medforge import provenance
+from medforge import modelcard, provenance
 from medforge.io import atomic_path, read_jsonl
 from medforge.modeling import TinyParams, load_model, load_tokenizer, model_params
 
@@ -78,7 +78,9 @@ def main() -> None:
         else:
             load_model(mp.base, mp).save_pretrained(tmp)
             load_tokenizer(mp.base, mp).save_pretrained(tmp)
-        provenance.write(tmp, parent=None if mp.base == "tiny" else mp.base)
+        tiny = mp.base == "tiny"
+        record = provenance.write(tmp, None if tiny else mp.base, **({"seed": mp.tiny.seed} if tiny else {}))
+        modelcard.write(tmp, "base", record)
     print(f"wrote {OUT}")
 
 

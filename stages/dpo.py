@@ -13,12 +13,12 @@ from medforge.train import load_trainable, peft_config, training_args
 
 @dataclass
 class Params(ReferenceParams):
-    loss_type: str = "sigmoid"  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
-    label_smoothing: float = 0.0
+    loss_type: str  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
+    label_smoothing: float
 
 
 def main() -> None:
-    p = params.load("dpo", Params)
+    p = params.load("dpo")
     mp = model_params()
 
     def make_trainer(train, validation, tokenizer, output_dir, callbacks):

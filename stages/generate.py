@@ -9,9 +9,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from medforge import knowledge, params
+from medforge import knowledge, params, provenance
 from medforge.formats import mcq_prompt
-from medforge.io import atomic_path, write_json, write_jsonl
+from medforge.io import atomic_path, write_jsonl
 from medforge.knowledge import Condition
 
 OUT = Path("data/generated")
@@ -19,12 +19,12 @@ OUT = Path("data/generated")
 
 @dataclass
 class Params:
-    seed: int = 0
-    conditions: int = 0            # how many table conditions the dataset covers (0 = all); sized for the CPU budget
-    system_prompt_fraction: float = 0.3
-    mcq_eval_size: int = 400
-    preference_eval_size: int = 300
-    wrong_answers_per_fact: int = 0  # more department and care training pairs per fact (knowledge_pairs)
+    seed: int
+    conditions: int  # how many table conditions the dataset covers (0 = all); sized for the CPU budget
+    system_prompt_fraction: float
+    mcq_eval_size: int
+    preference_eval_size: int
+    wrong_answers_per_fact: int  # more department and care training pairs per fact (knowledge_pairs)
 
 
 SYSTEM_PROMPTS = {
@@ -293,7 +293,7 @@ def sample(rng: random.Random, items: list, n: int, key: str) -> list:
 
 
 def main() -> None:
-    p = params.load("generate", Params)
+    p = params.load("generate")
     rng = random.Random(p.seed)
     rows = knowledge.load()
     if p.conditions:
@@ -315,7 +315,7 @@ def main() -> None:
     with atomic_path(OUT, directory=True) as tmp:
         for name, records in files.items():
             write_jsonl(tmp / name, records)
-    write_json("metrics/generate.json", {"conditions": len(rows), **{k.split(".")[0]: len(v)
+    provenance.write_metrics("metrics/generate.json", {"conditions": len(rows), **{k.split(".")[0]: len(v)
                                                                       for k, v in files.items()}})
 
 

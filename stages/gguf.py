@@ -12,12 +12,12 @@ from __future__ import annotations
 import ctypes
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from medforge import params
-from medforge.io import atomic_path, write_json
-from medforge.modeling import load_tokenizer
+from medforge import params, provenance
+from medforge.io import atomic_path
+from medforge.modeling import load_tokenizer, model_params
 
 OUT = Path("models/gguf")
 CONVERTER = Path(sys.prefix) / "llama.cpp"
@@ -25,7 +25,7 @@ CONVERTER = Path(sys.prefix) / "llama.cpp"
 
 @dataclass
 class Params:
-    types: list[str] = field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"])  # f16 + llama.cpp ftypes
+    types: list[str]  # f16 + llama.cpp ftypes
 
 
 def gpt2_byte_level(model_dir: Path) -> bool:
@@ -81,7 +81,7 @@ def quantize(f16: Path, out: Path, kind: str) -> None:
 
 def main() -> None:
     source = Path(sys.argv[1])
-    p = params.load("gguf", Params)
+    p = params.load("gguf")
     sizes = {}
     with atomic_path(OUT, directory=True) as tmp:
         f16 = tmp / "model-f16.gguf"
@@ -91,11 +91,14 @@ def main() -> None:
                 quantize(f16, tmp / f"model-{kind}.gguf", kind)
         if "f16" not in p.types:
             f16.unlink()
-        load_tokenizer(source).save_pretrained(tmp / "tokenizer")  # renders eval prompts as the source model does
+        # the tokenizer renders eval prompts as the source model does
+        load_tokenizer(source, model_params()).save_pretrained(tmp / "tokenizer")
         sizes = {path.stem.removeprefix("model-"): path.stat().st_size for path in sorted(tmp.glob("*.gguf"))}
-    write_json("metrics/gguf.json", {"source": str(source), "bytes": sizes,
-                                     **({"q4_k_m_vs_f16": round(sizes["q4_k_m"] / sizes["f16"], 4)}
-                                        if {"q4_k_m", "f16"} <= set(sizes) else {})})
+        provenance.write(tmp, parent=source, precision=", ".join(p.types))
+    provenance.write_metrics("metrics/gguf.json", {"source": str(source), "bytes": sizes,
+                                                   **({"q4_k_m_vs_f16": round(sizes["q4_k_m"] / sizes["f16"], 4)}
+                                                      if {"q4_k_m", "f16"} <= set(sizes) else {})},
+                             precision=", ".join(p.types))
     print(json.dumps(sizes))
 
 

@@ -19,23 +19,23 @@ from pathlib import Path
 
 import torch
 
-from medforge import params
+from medforge import params, provenance
 from medforge.formats import read_canonical, to_chat
-from medforge.io import atomic_path, write_json
-from medforge.modeling import load_tokenizer
+from medforge.io import atomic_path
+from medforge.modeling import load_tokenizer, model_params
 
 OUT = Path("models/gptq")
 
 
 @dataclass
 class Params:
-    bits: int = 4
-    group_size: int = 128              # columns sharing one scale; must divide the layers' input sizes
-    desc_act: bool = False             # act-order: slower kernels, rarely worth it at 4 bits
-    sym: bool = True
-    calibration: str = "data/prepared/sft_train.jsonl"
-    calibration_samples: int = 256     # chats rendered with the model's chat template
-    seed: int = 0
+    bits: int
+    group_size: int  # columns sharing one scale; must divide the layers' input sizes
+    desc_act: bool  # act-order: slower kernels, rarely worth it at 4 bits
+    sym: bool
+    calibration: str
+    calibration_samples: int  # chats rendered with the model's chat template
+    seed: int
 
 
 def calibration_texts(p: Params, tokenizer) -> list[str]:
@@ -51,16 +51,17 @@ def quantize(source: Path, out: Path, p: Params) -> dict:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(os.cpu_count() or 1, 2)))  # its CPU pool needs a size
     from gptqmodel import GPTQModel, QuantizeConfig
 
-    texts = calibration_texts(p, load_tokenizer(source))
+    texts = calibration_texts(p, load_tokenizer(source, model_params()))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = QuantizeConfig(bits=p.bits, group_size=p.group_size, desc_act=p.desc_act, sym=p.sym, device=device)
     start = time.perf_counter()
     absolute, out = Path(source).resolve(), Path(out).resolve()
-    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # it writes ./logs/*.log
-        model = GPTQModel.load(str(absolute), config)
-        model.quantize(texts)
-        with atomic_path(out, directory=True) as tmp:
+    with atomic_path(out, directory=True) as tmp:
+        with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # it writes ./logs/*.log
+            model = GPTQModel.load(str(absolute), config)
+            model.quantize(texts)
             model.save(str(tmp))  # with quant_log.csv, the per-layer quantization error
+        provenance.write(tmp, parent=source, precision=f"GPTQ {p.bits}-bit")
     return {"source": str(source), "bits": p.bits, "group_size": p.group_size, "calibration_texts": len(texts),
             "bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
             "seconds": round(time.perf_counter() - start, 1)}
@@ -68,8 +69,8 @@ def quantize(source: Path, out: Path, p: Params) -> dict:
 
 def main() -> None:
     source = Path(sys.argv[1])
-    metrics = quantize(source, OUT, params.load("gptq", Params))
-    write_json("metrics/gptq.json", metrics)
+    metrics = quantize(source, OUT, params.load("gptq"))
+    provenance.write_metrics("metrics/gptq.json", metrics, precision=f"GPTQ {metrics['bits']}-bit")
     print(f"GPTQ {metrics['bits']}-bit of {source} -> {OUT} ({metrics['bytes'] / 2**20:.1f} MB, "
           f"{metrics['seconds']:.0f} s)")
 

@@ -9,7 +9,7 @@ Metrics: reward curves (dvclive), mean reward over the first and last 10% of ste
 on held-out questions (`heldout`) before and after training.
 """
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial, update_wrapper
 
 from medforge import params
@@ -22,14 +22,12 @@ from medforge.train import load_trainable, peft_config
 
 @dataclass
 class Params(RLParams):
-    prompts: str = "data/generated/mcq_train.jsonl"
-    num_prompts: int = 0              # train on this many of them, drawn with `seed` (0 = all)
-    heldout: str = "data/generated/mcq_eval.jsonl"
-    max_completion_length: int = 24
-    reward_weights: dict[str, float] = field(
-        default_factory=lambda: {"correctness": 1.0, "format": 0.2, "brevity": 0.1})
-    target_chars: int = 40            # brevity: full reward up to this many characters
-    reward_model: str | None = None   # e.g. models/rm (then also add it to the grpo deps in dvc.yaml), weight key `rm`
+    prompts: str
+    num_prompts: int  # train on this many of them, drawn with `seed` (0 = all)
+    heldout: str
+    reward_weights: dict[str, float]
+    target_chars: int  # brevity: full reward up to this many characters
+    reward_model: str | None  # e.g. models/rm (then also add it to the grpo deps in dvc.yaml), weight key `rm`
 
 
 def as_rows(path: str) -> list[dict]:
@@ -67,7 +65,7 @@ def reward_functions(p: Params, mp):
 
 
 def main() -> None:
-    p = params.load("grpo", Params)
+    p = params.load("grpo")
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     heldout = as_rows(p.heldout)[: p.heldout_size]

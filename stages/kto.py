@@ -13,12 +13,12 @@ from medforge.train import load_trainable, peft_config, training_args
 
 @dataclass
 class Params(ReferenceParams):
-    desirable_weight: float = 1.0
-    undesirable_weight: float = 1.0
+    desirable_weight: float
+    undesirable_weight: float
 
 
 def main() -> None:
-    p = params.load("kto", Params)
+    p = params.load("kto")
     mp = model_params()
 
     def make_trainer(train, validation, tokenizer, output_dir, callbacks):

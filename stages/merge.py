@@ -8,9 +8,11 @@ The output carries the tokenizer, chat template and generation config; a full-fi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+from pathlib import Path
 
-from medforge import provenance
+from medforge import modelcard, provenance
 from medforge.io import atomic_path
 from medforge.modeling import is_adapter, load_model, load_tokenizer, model_params
 
@@ -23,7 +25,10 @@ def merge(source: str, out: str) -> None:
             load_tokenizer(source, mp).save_pretrained(tmp)
         else:  # a full fine-tune is already standalone: copying it skips loading transformers (5 s)
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-        provenance.write(tmp, parent=source)
+        stage = Path(source).name  # the card describes the stage whose model this is: its params and metrics
+        metrics = Path(f"metrics/{stage}.json")
+        modelcard.write(tmp, stage, provenance.write(tmp, parent=source),
+                        json.loads(metrics.read_text()) if metrics.exists() else None)
     print(f"merged {source} -> {out}")
 
 

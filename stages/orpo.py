@@ -5,12 +5,12 @@ chosen over rejected.
 """
 from medforge import params
 from medforge.modeling import model_params
-from medforge.preference import PreferenceParams, run_preference
+from medforge.preference import run_preference
 from medforge.train import load_trainable, peft_config, training_args
 
 
 def main() -> None:
-    p = params.load("orpo", PreferenceParams)
+    p = params.load("orpo")
     mp = model_params()
 
     def make_trainer(train, validation, tokenizer, output_dir, callbacks):

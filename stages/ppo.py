@@ -18,8 +18,8 @@ from medforge.train import load_trainable, peft_config
 
 @dataclass
 class Params(RLParams):
-    reward_model: str = "models/rm"
-    heldout: str = "data/generated/preference_eval.jsonl"
+    reward_model: str
+    heldout: str
 
 
 def prompts_of(pairs: list[dict]) -> list[list[dict]]:
@@ -28,7 +28,7 @@ def prompts_of(pairs: list[dict]) -> list[list[dict]]:
 
 
 def main() -> None:
-    p = params.load("ppo", Params)
+    p = params.load("ppo")
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     reward_model = load_model(p.reward_model, mp, head="reward").eval()

@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
-from medforge import params
+from medforge import params, provenance
 from medforge.formats import IMPORTERS, FormatError
-from medforge.io import atomic_path, write_json, write_jsonl
+from medforge.io import atomic_path, write_jsonl
 
 OUT = Path("data/prepared")
 
 
 @dataclass
 class Params:
-    pretrain: list[str] = field(default_factory=list)
-    sft: list[str] = field(default_factory=list)
-    preference: list[str] = field(default_factory=list)
-    on_error: Literal["fail", "skip"] = "fail"
-    validation_fraction: float = 0.05
-    seed: int = 0
-    hf_revision: str | None = None
+    pretrain: list[str]
+    sft: list[str]
+    preference: list[str]
+    on_error: Literal["fail", "skip"]
+    validation_fraction: float
+    seed: int
+    hf_revision: str | None
 
 
 def read_source(source: str, revision: str | None) -> Iterator[tuple[str, int, dict | str]]:
@@ -82,7 +83,7 @@ def in_validation(record: dict, p: Params) -> bool:
 
 
 def main() -> None:
-    p = params.load("data", Params)
+    p = params.load("data")
     rejects, metrics = [], {}
     with atomic_path(OUT, directory=True) as tmp:
         for kind, importer in IMPORTERS.items():
@@ -110,7 +111,7 @@ def main() -> None:
                 counts[split] = write_jsonl(tmp / f"{kind}_{split}.jsonl", records)
             metrics[kind] = counts
         write_jsonl(tmp / "rejects.jsonl", rejects)
-    write_json("metrics/data.json", metrics)
+    provenance.write_metrics("metrics/data.json", metrics)
     print(json.dumps(metrics))
 
 

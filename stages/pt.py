@@ -1,7 +1,7 @@
 """Stage `pt`: continued pretraining on packed blocks of plain text (params.yaml `pt`)."""
 from medforge import params
-from medforge.train import SFTParams, run_sft
+from medforge.train import run_sft
 
 if __name__ == "__main__":
-    run_sft("pt", params.load("pt", SFTParams), "data/prepared/pretrain_train.jsonl",
+    run_sft("pt", params.load("pt"), "data/prepared/pretrain_train.jsonl",
             "data/prepared/pretrain_validation.jsonl", "models/pt", assistant_only_loss=False)

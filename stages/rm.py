@@ -13,7 +13,7 @@ from medforge.train import load_trainable, peft_config, run, training_args
 
 @dataclass
 class Params(PairParams):
-    center_rewards_coefficient: float | None = None
+    center_rewards_coefficient: float | None
 
 
 def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict:
@@ -28,7 +28,7 @@ def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict:
 
 
 def main() -> None:
-    p = params.load("rm", Params)
+    p = params.load("rm")
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
 

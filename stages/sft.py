@@ -1,7 +1,7 @@
 """Stage `sft`: supervised fine-tuning on conversations, loss on every assistant turn only (params.yaml `sft`)."""
 from medforge import params
-from medforge.train import SFTParams, run_sft
+from medforge.train import run_sft
 
 if __name__ == "__main__":
-    run_sft("sft", params.load("sft", SFTParams), "data/prepared/sft_train.jsonl",
+    run_sft("sft", params.load("sft"), "data/prepared/sft_train.jsonl",
             "data/prepared/sft_validation.jsonl", "models/sft", assistant_only_loss=True)

@@ -1,5 +1,6 @@
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,21 +23,23 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama + BPE tokenizer built exactly as the `base` stage builds it."""
-    from medforge.modeling import TinyParams
+    from medforge import params
     from stages.base import build_tiny
     out = tmp_path_factory.mktemp("tiny")
-    build_tiny(TinyParams(vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2, num_heads=4,
-                          num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
+    tiny = replace(params.load("model").tiny, vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2,
+                   num_heads=4, num_kv_heads=2, max_position_embeddings=256)
+    build_tiny(tiny, CORPUS * 20, out)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory):
     """The same kind of tokenizer and size under the Qwen2 architecture (as `make bench` builds its model)."""
-    from bench.throughput import Arch, build_model
+    from bench.throughput import build_model
+    from medforge import params
     out = tmp_path_factory.mktemp("qwen2")
-    build_model(Arch(vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2, num_heads=4,
-                     num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
+    build_model(replace(params.load("bench").model, vocab_size=600, hidden_size=256, intermediate_size=256,
+                        num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=256), CORPUS * 20, out)
     return out
 
 

@@ -54,3 +54,12 @@ def make_repo(path: Path) -> Path:
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tree", cwd=path)
     sh(str(DVC), "repro", cwd=path)
     return path
+
+
+def kill_tree(process) -> None:
+    """kill -9 a process and every process under it (torchrun starts its workers in sessions of their own)."""
+    import psutil
+    tree = psutil.Process(process.pid)
+    for p in [tree, *tree.children(recursive=True)]:
+        p.kill()
+    process.wait()

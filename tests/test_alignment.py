@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from medforge.formats import to_preference
-from medforge.modeling import ModelParams, load_tokenizer
+from medforge import params
+from medforge.modeling import load_tokenizer
 from medforge.preference import completion_ids, dataset, implicit_reward_metrics, pair_length
 from medforge.rewards import answer_format, brevity, chosen_option, correctness
-from medforge.train import TrainParams, load_trainable, peft_config, training_args
+from medforge.train import load_trainable, peft_config, training_args
 
-FP32 = ModelParams(dtype="float32")
+FP32 = params.load("model", dtype="float32")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medicalgpt"
 PAIRS = [
     {"prompt": [{"role": "system", "content": "You are a careful medical assistant."},
@@ -27,15 +28,15 @@ PAIRS = [
 
 def dpo_trainer(model_dir, tmp_path, pairs, max_steps=1):
     from trl import DPOConfig, DPOTrainer
-    p = TrainParams(init=str(model_dir), finetuning="lora", max_steps=max_steps, batch_size=2, learning_rate=1e-3,
-                    logging_steps=1)
+    p = params.load("dpo", init=str(model_dir), finetuning="lora", max_steps=max_steps, batch_size=2,
+                    learning_rate=1e-3, logging_steps=1)
     args = DPOConfig(**training_args(p, str(tmp_path)), max_length=512)
     return DPOTrainer(model=load_trainable(p, FP32), args=args, train_dataset=dataset(pairs),
-                      processing_class=load_tokenizer(model_dir), peft_config=peft_config(p))
+                      processing_class=load_tokenizer(model_dir, FP32), peft_config=peft_config(p))
 
 
 def test_dpo_batch_masks_the_prompt_and_labels_exactly_the_answers(tiny_model_dir, tmp_path):
-    tok = load_tokenizer(tiny_model_dir)
+    tok = load_tokenizer(tiny_model_dir, FP32)
     trainer = dpo_trainer(tiny_model_dir, tmp_path, PAIRS)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
     n = len(PAIRS)
@@ -53,7 +54,7 @@ def test_dpo_batch_masks_the_prompt_and_labels_exactly_the_answers(tiny_model_di
 
 
 def test_pair_length_is_the_width_a_pair_is_padded_to(tiny_model_dir, tmp_path):
-    tok = load_tokenizer(tiny_model_dir)
+    tok = load_tokenizer(tiny_model_dir, FP32)
     trainer = dpo_trainer(tiny_model_dir, tmp_path, PAIRS)
     for i, pair in enumerate(PAIRS):  # what length grouping sorts by: the longer of chosen and rejected, in tokens
         assert trainer.data_collator([trainer.train_dataset[i]])["input_ids"].shape[1] == pair_length(tok, pair)
@@ -113,13 +114,14 @@ def test_rewards_score_each_completion():
 
 
 def test_grpo_trains_on_a_fixed_pool_drawn_with_its_seed(tmp_path):
-    from stages.grpo import Params, training_rows
+    from stages.grpo import training_rows
     path = tmp_path / "mcq.jsonl"
     path.write_text("".join(json.dumps({"question": f"Q{i}?", "options": {"A": "yes", "B": "no"}, "answer": "A"}) + "\n"
                             for i in range(10)), encoding="utf-8")
 
     def pool(**kw):
-        return [r["prompt"][0]["content"].split("?")[0] for r in training_rows(Params(prompts=str(path), **kw))]
+        p = params.load("grpo", prompts=str(path), **{"num_prompts": 0, **kw})
+        return [r["prompt"][0]["content"].split("?")[0] for r in training_rows(p)]
 
     assert pool() == [f"Q{i}" for i in range(10)]
     assert len(set(pool(num_prompts=4, seed=1))) == 4 and pool(num_prompts=4, seed=1) == pool(num_prompts=4, seed=1)

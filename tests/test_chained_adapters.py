@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from medforge.formats import read_canonical, to_chat
-from medforge.modeling import ModelParams, load_model, load_tokenizer
+from medforge import params
+from medforge.modeling import load_model, load_tokenizer
 from medforge.preference import completion_ids, completion_logps
 from medforge.provenance import LineageError
 from tests.pipeline import ALIGNMENT, DVC, set_params, sh
 
-FP32 = ModelParams(dtype="float32")
+FP32 = params.load("model", dtype="float32")
 
 
 def lora_delta(adapter: Path) -> dict[str, torch.Tensor]:
@@ -65,7 +66,7 @@ def test_the_next_stage_loads_the_model_merge_writes(repo, monkeypatch):
 
 def answer_nll(model_dir: Path, chats: list[list[dict]]) -> float:
     """Mean negative log-likelihood per token of each conversation's last (assistant) turn."""
-    model, tokenizer = load_model(model_dir, FP32), load_tokenizer(model_dir)
+    model, tokenizer = load_model(model_dir, FP32), load_tokenizer(model_dir, FP32)
     prompts, answers = [c[:-1] for c in chats], [c[-1]["content"] for c in chats]
     tokens = sum(len(completion_ids(tokenizer, p, a)[1]) for p, a in zip(prompts, answers))
     return -completion_logps(model, tokenizer, prompts, answers).sum().item() / tokens

@@ -12,21 +12,25 @@ sums may differ: per-step losses must agree within TOLERANCE (relative), and a r
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from medforge import knowledge
+from medforge import knowledge, params
 from medforge.launch import CONFIGS, command, settings
 from medforge.modeling import load_tokenizer
-from stages.generate import Params, by_language, sft_conversations
+from stages.generate import by_language, sft_conversations
+from tests.pipeline import kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]
+DVC = Path(sys.executable).with_name("dvc")
 TOLERANCE = 1e-4  # max relative difference of a step's loss; measured 0 (bitwise equal) on the 2-core dev machine
 STEPS = 6
 MAX_LENGTH = 128
@@ -41,9 +45,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def data(tiny_model_dir, tmp_path_factory):
     """Generated chats short enough that every packed batch has answer tokens to learn."""
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_tokenizer(tiny_model_dir, params.load("model"))
     conds = [knowledge.localized(r, lang) for r in knowledge.load()[:6] for lang in knowledge.LANGS]
-    chats = [c for c in sft_conversations(random.Random(0), Params(), conds, by_language(conds))
+    chats = [c for c in sft_conversations(random.Random(0), params.load("generate"), conds, by_language(conds))
              if len(tokenizer.apply_chat_template(c["messages"], tokenize=True)["input_ids"]) <= MAX_LENGTH]
     path = tmp_path_factory.mktemp("data")
     for split, records in (("train", chats), ("validation", chats[:8])):
@@ -52,20 +56,40 @@ def data(tiny_model_dir, tmp_path_factory):
     return path
 
 
-def train(workdir: Path, model_dir: Path, data: Path, nproc: int, accumulation: int, seed: int = 0) -> Path:
-    """One SFT run in `workdir` through the launcher; returns the directory it ran in."""
+def setup(workdir: Path, model_dir: Path, data: Path, accumulation: int, seed: int = 0, every_steps: int = 0,
+          steps: int = STEPS) -> None:
+    """`workdir` ready for an SFT run; checkpointing every `every_steps` makes it a DVC pipeline (what keys them)."""
     (workdir / "data").mkdir(parents=True)
-    (workdir / "data/prepared").symlink_to(data)
+    shutil.copytree(data, workdir / "data/prepared")
     params = {"model": {"dtype": "float32"},
-              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": STEPS, "batch_size": 1,
+              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": steps, "batch_size": 1,
                       "gradient_accumulation_steps": accumulation, "learning_rate": 0.003, "warmup_ratio": 0.0,
-                      "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False, "seed": seed}}
+                      "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False, "seed": seed},
+              "checkpoints": {"every_steps": every_steps, "every_minutes": 0, "keep": 1, "dir": "checkpoints"}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    if every_steps:
+        subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=workdir, check=True)
+        stage = {"cmd": "python -m medforge.launch stages.sft", "deps": ["data/prepared"], "params": ["sft"],
+                 "outs": ["models/sft"]}
+        (workdir / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"sft": stage}}))
+
+
+def launch(workdir: Path, nproc: int, **popen):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DIST": "ddp" if nproc > 1 else "single", "NPROC": str(nproc),
            "MASTER_PORT": str(free_port())}
-    result = subprocess.run([sys.executable, "-m", "medforge.launch", "stages.sft"], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return subprocess.Popen([sys.executable, "-m", "medforge.launch", "stages.sft"], cwd=workdir, env=env,
+                            text=True, **popen)
+
+
+def train(workdir: Path, model_dir: Path, data: Path, nproc: int, accumulation: int, seed: int = 0,
+          steps: int = STEPS) -> Path:
+    """One SFT run in `workdir` through the launcher (set up unless it is); returns the directory it ran in."""
+    if not (workdir / "params.yaml").exists():
+        setup(workdir, model_dir, data, accumulation, seed, steps=steps)
+    run = launch(workdir, nproc, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output[-3000:]
+    (workdir / "output.txt").write_text(output)
     return workdir
 
 
@@ -101,6 +125,26 @@ def test_two_processes_match_one_with_double_accumulation(tiny_model_dir, data, 
     # 1e-6 (measured 4e-6 and 6e-6 with varlen attention, under 1e-6 with SDPA); another data order moves them by ~2e-2.
     print("weight difference", max_abs_difference(w1, w2), "other data order", max_abs_difference(w1, w3))
     assert max_abs_difference(w1, w2) < max_abs_difference(w1, w3) / 100
+
+
+@pytest.mark.slow
+def test_two_processes_killed_after_a_checkpoint_resume_to_the_same_losses(tiny_model_dir, data, tmp_path):
+    steps = 40  # a few seconds: the run must still be going when the test kills it
+    through = train(tmp_path / "through", tiny_model_dir, data, nproc=2, accumulation=1, steps=steps)
+    killed = tmp_path / "killed"
+    setup(killed, tiny_model_dir, data, accumulation=1, every_steps=2, steps=steps)
+    run = launch(killed, nproc=2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(killed.glob("checkpoints/sft/*/checkpoint-2/trainer_state.json")):
+        assert run.poll() is None and time.monotonic() < deadline, "no checkpoint at step 2"
+        time.sleep(0.1)
+    kill_tree(run)  # torchrun and both workers
+    train(killed, tiny_model_dir, data, nproc=2, accumulation=1)
+    assert "sft: resuming from step 2" in (killed / "output.txt").read_text()
+    assert losses(killed) == losses(through)
+    m1, m2 = (json.loads((r / "metrics/sft.json").read_text()) for r in (through, killed))
+    assert m2["resumed_from_step"] == 2 and m2["eval_loss"] == m1["eval_loss"] and m2["train_loss"] == m1["train_loss"]
+    assert not (killed / "checkpoints/sft").exists()
 
 
 def test_launcher_settings_and_commands(monkeypatch):

@@ -3,9 +3,8 @@ per-document attention (medforge/attention.py) against padded batches, step by s
 import pytest
 import torch
 
-from bench.throughput import Params, Run, StepClock, stage_params
-from medforge import attention
-from medforge.modeling import ModelParams
+from bench.throughput import Run, StepClock, stage_params
+from medforge import attention, params
 from medforge.train import make_trainer
 from tests.test_loss_mask_and_packing import CONVERSATIONS
 
@@ -13,13 +12,13 @@ RECORDS = CONVERSATIONS * 4  # 12 conversations of different lengths: 3 optimize
 
 
 def losses(model_dir, tmp_path, fast: bool, attn: str) -> list[float]:
-    run = Run(batch_size=2, accumulation=2, steps=3)
-    p = Params(learning_rate=1e-2)
+    run = Run(batch_size=2, accumulation=2, steps=3, warmup_steps=1)
+    p = params.load("bench", learning_rate=1e-2)
     extra = dict(max_length=None, padding_free=True) if fast else dict(max_length=256)
     sp = stage_params(p, run, str(model_dir), fast=fast, packing=False, seed=1, **extra)
     clock = StepClock()
     make_trainer(sp, RECORDS, None, str(tmp_path), assistant_only_loss=True,
-                 mp=ModelParams(dtype="float32", attn_implementation=attn), callbacks=[clock]).train()
+                 mp=params.load("model", dtype="float32", attn_implementation=attn), callbacks=[clock]).train()
     return clock.losses
 
 
@@ -78,13 +77,17 @@ def test_flash_varlen_kernel_matches_per_document_sdpa():
 def test_benchmark_runs_both_configurations_on_a_tiny_architecture(tmp_path):
     """`make bench` end to end on the CPU with a tiny model: both SFT and DPO configurations train the same
     samples per step, and the report carries throughput and the loss agreement."""
-    from bench.throughput import Arch, measure
+    from dataclasses import replace
+
+    from bench.throughput import measure
     pairs = [{"prompt": c["messages"][:1], "chosen": c["messages"][1]["content"], "rejected": "I don't know."}
              for c in CONVERSATIONS]
-    tiny = Arch(vocab_size=320, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2)
-    p = Params(model=tiny, max_length=256, dpo_max_length=256,
-               sft=Run(batch_size=2, accumulation=2, steps=3, warmup_steps=1),
-               dpo=Run(batch_size=1, accumulation=2, steps=3, warmup_steps=1))
+    bench = params.load("bench")
+    tiny = replace(bench.model, vocab_size=320, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                   num_kv_heads=2)
+    p = replace(bench, model=tiny, max_length=256, dpo_max_length=256,
+                sft=Run(batch_size=2, accumulation=2, steps=3, warmup_steps=1),
+                dpo=Run(batch_size=1, accumulation=2, steps=3, warmup_steps=1))
     report = measure(p, RECORDS, pairs * 2, tmp_path)
     assert report["sft_samples"] == {"used": 12, "over_max_length_dropped": 0,
                                      "mean_tokens": report["sft_samples"]["mean_tokens"]}

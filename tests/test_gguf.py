@@ -4,8 +4,11 @@ and the same logits to f16 precision."""
 import pytest
 import torch
 
-from medforge.modeling import ModelParams, load_model, load_tokenizer
+from medforge import params
+from medforge.modeling import load_model, load_tokenizer
 from stages.gguf import convert, quantize
+
+FP32 = params.load("model", dtype="float32")
 
 TEXTS = [
     "Which department treats hypertension? Cardiology.",
@@ -38,7 +41,7 @@ def llama(path, **kwargs):
 
 
 def test_llama_cpp_tokenizes_like_transformers(source, gguf_dir):
-    hf = load_tokenizer(source)
+    hf = load_tokenizer(source, FP32)
     gguf = llama(gguf_dir / "model-f16.gguf", vocab_only=True)
     for text in TEXTS:
         assert gguf.tokenize(text.encode(), add_bos=False, special=True) == hf(text, add_special_tokens=False)[
@@ -47,12 +50,12 @@ def test_llama_cpp_tokenizes_like_transformers(source, gguf_dir):
 
 def test_chat_template_travels_inside_the_gguf(source, gguf_dir):
     assert llama(gguf_dir / "model-q4_k_m.gguf", vocab_only=True).metadata["tokenizer.chat_template"] == \
-        load_tokenizer(source).chat_template
+        load_tokenizer(source, FP32).chat_template
 
 
 def test_f16_logits_match_transformers(source, gguf_dir):
-    ids = load_tokenizer(source)(TEXTS[1] + TEXTS[0], add_special_tokens=False)["input_ids"]
-    model = load_model(source, ModelParams(dtype="float32"))
+    ids = load_tokenizer(source, FP32)(TEXTS[1] + TEXTS[0], add_special_tokens=False)["input_ids"]
+    model = load_model(source, FP32)
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0].numpy()
     gguf = llama(gguf_dir / "model-f16.gguf", logits_all=True)

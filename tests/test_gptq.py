@@ -6,8 +6,11 @@ import json
 import pytest
 import torch
 
+from medforge import params
 from medforge.modeling import load_model, load_tokenizer
-from stages.gptq import Params, quantize
+from stages.gptq import quantize
+
+MP = params.load("model")
 from tests.conftest import CORPUS
 
 PROMPT = "高血压应该挂哪个科？ Which department treats hypertension?"
@@ -25,8 +28,8 @@ def chats(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gptq_dir(tiny_model_dir, chats, tmp_path_factory):
     out = tmp_path_factory.mktemp("gptq") / "model"
-    metrics = quantize(tiny_model_dir, out, Params(bits=4, group_size=128, calibration=str(chats),
-                                                   calibration_samples=32))
+    metrics = quantize(tiny_model_dir, out, params.load("gptq", bits=4, group_size=128, calibration=str(chats),
+                                                        calibration_samples=32))
     assert metrics["calibration_texts"] == 32 and metrics["bytes"] > 0
     return out
 
@@ -39,12 +42,12 @@ def logits(model, tokenizer):
 def test_transformers_loads_quantized_layers_with_close_outputs(tiny_model_dir, gptq_dir):
     config = json.loads((gptq_dir / "config.json").read_text())["quantization_config"]
     assert (config["quant_method"], config["bits"], config["group_size"]) == ("gptq", 4, 128)
-    reference = load_model(tiny_model_dir).eval()
-    quantized = load_model(gptq_dir).eval()
+    reference = load_model(tiny_model_dir, MP).eval()
+    quantized = load_model(gptq_dir, MP).eval()
     proj = quantized.model.layers[0].mlp.down_proj
     assert not isinstance(proj, torch.nn.Linear), f"expected a GPTQ kernel, got {type(proj).__name__}"
     assert quantized.get_memory_footprint() < 0.6 * reference.get_memory_footprint()
-    tokenizer = load_tokenizer(gptq_dir)
+    tokenizer = load_tokenizer(gptq_dir, MP)
     expected, got = logits(reference, tokenizer), logits(quantized, tokenizer)
     correlation = torch.corrcoef(torch.stack([expected.flatten(), got.flatten()]))[0, 1]
     assert correlation > 0.95, f"4-bit logits correlate only {correlation:.3f} with full precision's"
@@ -53,7 +56,7 @@ def test_transformers_loads_quantized_layers_with_close_outputs(tiny_model_dir, 
 
 def test_unsupported_bits_name_the_choices(tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit, match="gptq.bits: GPTQ supports 2, 3, 4 or 8 bits, got 5"):
-        quantize(tiny_model_dir, tmp_path / "out", Params(bits=5))
+        quantize(tiny_model_dir, tmp_path / "out", params.load("gptq", bits=5))
 
 
 def test_checkpoint_has_the_standard_gptq_layout(gptq_dir):

@@ -2,8 +2,9 @@
 conversations apart (each packed document attends only to itself)."""
 import torch
 
-from medforge.modeling import ModelParams, load_tokenizer
-from medforge.train import SFTParams, make_trainer
+from medforge import params
+from medforge.modeling import load_tokenizer
+from medforge.train import make_trainer
 
 CONVERSATIONS = [
     {"messages": [{"role": "system", "content": "You are a careful medical assistant."},
@@ -18,11 +19,11 @@ CONVERSATIONS = [
                   {"role": "user", "content": "What warning signs need urgent care?"},
                   {"role": "assistant", "content": "Seek urgent care if you notice chest pain."}]},
 ]
-FP32 = ModelParams(dtype="float32", attn_implementation="sdpa")
+FP32 = params.load("model", dtype="float32", attn_implementation="sdpa")
 
 
 def trainer_for(model_dir, tmp_path, packing, max_length=256, records=CONVERSATIONS):
-    p = SFTParams(init=str(model_dir), finetuning="lora", packing=packing, packing_strategy="bfd",
+    p = params.load("sft", init=str(model_dir), finetuning="lora", packing=packing, packing_strategy="bfd",
                     max_length=max_length, batch_size=2)
     return make_trainer(p, records, records, str(tmp_path), assistant_only_loss=True, mp=FP32)
 
@@ -40,7 +41,7 @@ def runs(labels):
 
 
 def test_only_assistant_tokens_of_every_turn_carry_labels(tiny_model_dir, tmp_path):
-    tok = load_tokenizer(tiny_model_dir)
+    tok = load_tokenizer(tiny_model_dir, FP32)
     dataset = trainer_for(tiny_model_dir, tmp_path, packing=False).train_dataset
     assert len(dataset) == len(CONVERSATIONS)
     for row, conversation in zip(dataset, CONVERSATIONS, strict=True):
@@ -51,7 +52,7 @@ def test_only_assistant_tokens_of_every_turn_carry_labels(tiny_model_dir, tmp_pa
 
 
 def test_packing_merges_conversations_and_keeps_their_labels(tiny_model_dir, tmp_path):
-    tok = load_tokenizer(tiny_model_dir)
+    tok = load_tokenizer(tiny_model_dir, FP32)
     packed = trainer_for(tiny_model_dir, tmp_path, packing=True).train_dataset
     assert len(packed) < len(CONVERSATIONS)
     all_labels = [label for row in packed for label in row["labels"] if label != -100]

@@ -1,72 +1,145 @@
-from dataclasses import dataclass, field
+"""params.yaml is the one source of every setting: each section has a schema without defaults, a missing, unknown
+or mistyped key fails naming it, and no code reads a setting any other way."""
+import ast
+import dataclasses
+import typing
+from dataclasses import dataclass
 from typing import Literal
 
 import pytest
 import yaml
 
+from medforge import params
 from medforge.params import ParamsError, build, load
-from medforge.train import SFTParams
 from tests.conftest import ROOT
+
+PARAMS = ROOT / "params.yaml"
+CODE = [p for d in ("medforge", "stages", "eval", "serve", "bench") for p in sorted((ROOT / d).rglob("*.py"))]
 
 
 @dataclass
 class Inner:
-    r: int = 8
+    r: int
 
 
 @dataclass
 class Schema:
     name: str
-    rate: float = 0.1
-    mode: Literal["a", "b"] = "a"
-    items: list[str] = field(default_factory=list)
-    inner: Inner = field(default_factory=Inner)
-    optional: str | None = None
+    rate: float
+    mode: Literal["a", "b"]
+    items: list[str]
+    inner: Inner
+    optional: str | None
+
+
+GOOD = {"name": "x", "rate": 1, "mode": "b", "items": ["p"], "inner": {"r": 4}, "optional": None}
 
 
 def test_valid_values_build_the_dataclass():
-    s = build(Schema, {"name": "x", "rate": 1, "mode": "b", "items": ["p"], "inner": {"r": 4}}, "sec")
-    assert s == Schema(name="x", rate=1.0, mode="b", items=["p"], inner=Inner(r=4))
+    s = build(Schema, GOOD, "sec")
+    assert s == Schema(name="x", rate=1.0, mode="b", items=["p"], inner=Inner(r=4), optional=None)
     assert isinstance(s.rate, float)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"name": "x", "learning_rate": 1}, "sec.learning_rate: unknown key"),
+@pytest.mark.parametrize("change, message", [
+    ({"learning_rate": 1}, "sec.learning_rate: unknown key"),
     ({"name": 3}, "sec.name: expected str"),
-    ({"name": "x", "rate": "fast"}, "sec.rate: expected float"),
-    ({"name": "x", "rate": True}, "sec.rate: expected float"),
-    ({"name": "x", "mode": "c"}, "sec.mode: expected one of ['a', 'b']"),
-    ({"name": "x", "items": "p"}, "sec.items: expected a list"),
-    ({"name": "x", "items": [1]}, "sec.items[0]: expected str"),
-    ({"name": "x", "inner": {"rank": 4}}, "sec.inner.rank: unknown key"),
-    ({"name": "x", "inner": {"r": 4.5}}, "sec.inner.r: expected int"),
-    ({}, "sec.name: missing required key"),
+    ({"rate": "fast"}, "sec.rate: expected float"),
+    ({"rate": True}, "sec.rate: expected float"),
+    ({"mode": "c"}, "sec.mode: expected one of ['a', 'b']"),
+    ({"items": "p"}, "sec.items: expected a list"),
+    ({"items": [1]}, "sec.items[0]: expected str"),
+    ({"inner": {"r": 4, "rank": 4}}, "sec.inner.rank: unknown key"),
+    ({"inner": {"r": 4.5}}, "sec.inner.r: expected int"),
+    ({"inner": {}}, "sec.inner.r: missing key"),
+    ({"optional": 1}, "sec.optional: expected"),
 ])
-def test_bad_values_fail_naming_the_key(raw, message):
+def test_bad_values_fail_naming_the_key(change, message):
     with pytest.raises(ParamsError) as e:
-        build(Schema, raw, "sec")
+        build(Schema, {**GOOD, **change}, "sec")
     assert message in str(e.value)
 
 
-def test_project_params_file_validates_every_section():
-    from bench.throughput import Params as BenchParams
-    from eval.report import Pipeline
-    from eval.run import Params as EvalParams
-    from medforge.modeling import ModelParams
-    from medforge.preference import PreferenceParams
-    from serve.__main__ import Settings as ServeSettings
-    from stages import dpo, generate, gguf, gptq, grpo, kto, ppo, prepare, rm
-    schemas = {"generate": generate.Params, "data": prepare.Params, "model": ModelParams, "pt": SFTParams,
-               "sft": SFTParams, "pipeline": Pipeline, "rm": rm.Params, "ppo": ppo.Params, "dpo": dpo.Params,
-               "orpo": PreferenceParams, "kto": kto.Params, "grpo": grpo.Params, "eval": EvalParams,
-               "bench": BenchParams, "gguf": gguf.Params, "gptq": gptq.Params, "serve": ServeSettings}
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert set(raw) == set(schemas)
-    for section, schema in schemas.items():
-        assert isinstance(load(section, schema, ROOT / "params.yaml"), schema)
+def schemas_within(schema: type) -> list[type]:
+    """`schema` and every dataclass its fields hold (nested, in unions, lists and dicts)."""
+    found, todo = [], [schema]
+    while todo:
+        hint = todo.pop()
+        if dataclasses.is_dataclass(hint):
+            found.append(hint)
+            todo += typing.get_type_hints(hint).values()
+        todo += typing.get_args(hint)
+    return found
+
+
+def test_every_section_has_a_schema_and_loads():
+    raw = yaml.safe_load(PARAMS.read_text())
+    assert set(raw) == set(params.SCHEMAS)
+    for section in params.SCHEMAS:
+        assert isinstance(load(section, PARAMS), params.schema_of(section))
+
+
+def test_no_schema_holds_a_default():
+    """A default in code would be a second value for a key params.yaml already sets."""
+    with_defaults = [f"{schema.__module__}.{schema.__name__}.{f.name}"
+                     for section in params.SCHEMAS for schema in schemas_within(params.schema_of(section))
+                     for f in dataclasses.fields(schema)
+                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+    assert with_defaults == []
+
+
+def keys(raw: dict, schema: type, prefix: str) -> list[tuple[str, ...]]:
+    """Every key path of `raw` the schema defines, nested sections included."""
+    hints, found = typing.get_type_hints(schema), []
+    for name, value in raw.items():
+        found.append((*prefix, name))
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            found += keys(value, hints[name], (*prefix, name))
+    return found
+
+
+def test_every_key_missing_from_params_yaml_is_an_error_naming_it():
+    raw = yaml.safe_load(PARAMS.read_text())
+    checked = 0
+    for section in params.SCHEMAS:
+        for path in keys(raw[section], params.schema_of(section), ()):
+            copy = yaml.safe_load(PARAMS.read_text())[section]
+            parent = copy
+            for name in path[:-1]:
+                parent = parent[name]
+            del parent[path[-1]]
+            with pytest.raises(ParamsError, match=rf"^{section}\.{'.'.join(path)}: missing key"):
+                build(params.schema_of(section), copy, section)
+            checked += 1
+    assert checked > 250  # every key of every section, nested ones included
+
+
+def test_settings_are_read_only_through_params_load():
+    """No code reads params.yaml around the schemas (load_raw plus .get(key, default) would be a second default),
+    and no dataclass in the code outside the schemas carries what looks like a setting's default."""
+    readers = [str(p.relative_to(ROOT)) for p in CODE
+               if any("load_raw(" in line or "safe_load(" in line and "params.yaml" in line
+                      for line in p.read_text().splitlines())]
+    # the model card prints sections verbatim; the checkpoint benchmark edits a scratch copy's
+    assert sorted(readers) == ["bench/checkpoints.py", "medforge/modelcard.py", "medforge/params.py"]
+    schemas = {(s.__module__, s.__name__) for section in params.SCHEMAS
+               for s in schemas_within(params.schema_of(section))}
+    for path in CODE:
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+                if (module, node.name) in schemas:
+                    continue
+                defaults = [ast.unparse(s.target) for s in node.body if isinstance(s, ast.AnnAssign) and s.value]
+                assert not defaults, f"{module}.{node.name} holds defaults {defaults}: make it a params.yaml section"
 
 
 def test_typo_in_params_file_is_reported(tmp_path):
     (tmp_path / "params.yaml").write_text("sft:\n  learning_rat: 0.1\n")
     with pytest.raises(ParamsError, match=r"sft\.learning_rat: unknown key"):
-        load("sft", SFTParams, tmp_path / "params.yaml")
+        load("sft", tmp_path / "params.yaml")
+
+
+def test_missing_params_file_is_reported(tmp_path):
+    with pytest.raises(ParamsError, match="params.yaml: not found"):
+        load("sft", tmp_path / "params.yaml")

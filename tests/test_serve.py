@@ -2,11 +2,13 @@
 transformers on an HF directory): the OpenAI routes, streaming, the API key, the default system prompt, and clear
 4xx answers to bad requests after which the server keeps serving."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import ROOT
 
@@ -97,3 +99,21 @@ def test_refuses_to_listen_beyond_loopback_without_a_key(tiny_gguf):
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert result.returncode != 0
     assert "refusing to listen on 0.0.0.0 without an API key" in result.stderr
+
+
+def test_make_serve_without_variables_serves_params_yaml(tiny_gguf, tmp_path):
+    """`make serve` takes model, host and port from params.yaml `serve:` (a copy of the project, MODEL/HOST/PORT
+    unset), and a variable given overrides its key."""
+    from bench.serving import answering, free_port
+    for name in ("Makefile", ".venv", "medforge", "serve", *(p.name for p in ROOT.glob("requirements*"))):
+        (tmp_path / name).symlink_to(ROOT / name)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    port = free_port()
+    raw["serve"] |= {"model": str(tiny_gguf), "port": port, "model_id": "from-params"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "HOST", "PORT", "MAKEFLAGS", "MFLAGS")}
+    with answering(["make", "serve"], f"http://{raw['serve']['host']}:{port}", cwd=tmp_path, env=env) as url:
+        assert requests.get(f"{url}/health", timeout=5).json() == {"status": "ok", "model": "from-params"}
+    other = free_port()
+    with answering(["make", "serve", f"PORT={other}"], f"http://127.0.0.1:{other}", cwd=tmp_path, env=env) as url:
+        assert requests.get(f"{url}/health", timeout=5).json()["model"] == "from-params"
