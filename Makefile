@@ -43,7 +43,7 @@ ALIGN := ppo dpo orpo kto grpo
 all: $(STAMP)
 	$(BIN)/dvc repro report
 	@echo; echo "Evaluation (reports/eval.md, plot: plots/eval.png):"; cat reports/eval.md
-	@echo; $(BIN)/python -m medforge.provenance times
+	@echo; $(BIN)/python -m medforge.provenance times metrics models
 
 # What every artifact's provenance records of this machine: commit, locks, libraries, device.
 env: $(STAMP)

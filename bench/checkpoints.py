@@ -1,7 +1,7 @@
 """`make bench-checkpoints`: what checkpointing costs a training stage, side by side in one command: the stage with
 no checkpoints, with params.yaml's `checkpoints` (the default: every 30 minutes), and with one every `--every` steps.
 
-Each runs the real stage (`python -m medforge.launch stages.<stage>`, resumable, keyed by its DVC inputs) in a
+Each runs the real stage (its dvc.yaml command, resumable, keyed by its DVC inputs) in a
 scratch copy of the stage (its code, params, dvc.yaml and inputs), so the workspace's outputs stay as they are.
 Writes reports/checkpoints_bench.json.
 """
@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,15 +27,15 @@ from medforge.io import write_json
 from medforge.provenance import device, stage_inputs
 
 
-def run(repo: Path, stage: str, checkpoints: dict) -> dict:
-    """The stage in `repo` with params.yaml's `checkpoints` section changed to `checkpoints`."""
+def run(repo: Path, cmd: list[str], checkpoints: dict) -> dict:
+    """The stage's command `cmd` in `repo` with params.yaml's `checkpoints` section changed to `checkpoints`."""
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["checkpoints"] |= checkpoints
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medforge.launch", f"stages.{stage}"], cwd=repo, check=True,
-                   env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL)
-    metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
+    subprocess.run([sys.executable, *cmd[1:]], cwd=repo, check=True, env={**os.environ, "PYTHONPATH": str(repo)},
+                   stdout=subprocess.DEVNULL)
+    metrics = json.loads((repo / cmd[cmd.index("--metrics") + 1]).read_text())
     return {"wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": metrics["seconds"],
             "steps": metrics["steps"], "eval_loss": metrics.get("eval_loss")}
 
@@ -44,7 +45,8 @@ def main() -> None:
     parser.add_argument("--stage", default="sft")
     parser.add_argument("--every", type=int, default=50, help="steps between checkpoints in the third run")
     args = parser.parse_args()
-    inputs = [d for d in stage_inputs(args.stage)["deps"] if d != "params.yaml"]
+    stage = stage_inputs(args.stage)
+    cmd, inputs = shlex.split(stage["cmd"]), [d for d in stage["deps"] if d != "params.yaml"]
     with tempfile.TemporaryDirectory() as scratch:
         repo = Path(scratch)
         for name in ["params.yaml", "dvc.yaml", *inputs]:
@@ -52,9 +54,9 @@ def main() -> None:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             copy(name, repo / name)
         subprocess.run([Path(sys.executable).with_name("dvc"), "init", "--no-scm", "-q"], cwd=repo, check=True)
-        results = {"none": run(repo, args.stage, {"every_steps": 0, "every_minutes": 0}),
-                   "default": run(repo, args.stage, dataclasses.asdict(params.load("checkpoints"))),
-                   f"every_{args.every}_steps": run(repo, args.stage, {"every_steps": args.every, "every_minutes": 0})}
+        results = {"none": run(repo, cmd, {"every_steps": 0, "every_minutes": 0}),
+                   "default": run(repo, cmd, dataclasses.asdict(params.load("checkpoints"))),
+                   f"every_{args.every}_steps": run(repo, cmd, {"every_steps": args.every, "every_minutes": 0})}
     base = results["none"]["wall_seconds"]
     report = {"date": date.today().isoformat(), "machine": device(), "stage": args.stage, **results,
               "wall_time_ratio_vs_none": {k: round(v["wall_seconds"] / base, 3) for k, v in results.items()}}

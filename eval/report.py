@@ -1,30 +1,29 @@
 """Stages `report` and `quantization`: one table (markdown + JSON) and a bar plot each.
 
-    python -m eval.report                -> reports/eval.md|json, plots/eval.png: base -> SFT -> the alignment
-                                            stage named by `pipeline.align` -> that model as a q4_k_m GGUF
-    python -m eval.report quantization   -> reports/quantization.md|json, plots/quantization.png: that model
-                                            against every quantized variant, with the changes it costs
+    python -m eval.report --metrics FILE... --table FILE --json FILE --plot FILE [--changes]
+
+One row per metrics file (named by its stem), in the order given: `report` is base -> SFT -> the alignment stage
+named by `pipeline.align` -> that model as a q4_k_m GGUF; `quantization` (`--changes`) is that model against every
+quantized variant, with the changes each costs against the first row.
 
 (`dvc metrics show` lists every evaluated model.)
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from medforge import params
 from medforge.io import atomic_path, write_json
+from medforge.paths import stage_paths
 
-METRICS = Path("metrics/eval")
 COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
            ("answer_ppl", "answer ppl")]
 COSTS = [("size_mb", "size MB", "{:.1f}"), ("memory_mb", "memory MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
          ("generation_tokens_per_s", "gen tokens/s", "{:.0f}")]
 CHANGES = [("ppl_change_pct", "ppl change %", "{:+.2f}"), ("mcq_change_pts", "MCQ change pts", "{:+.1f}")]
-QUANTIZED = ["gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gptq", "bnb-nf4", "bnb-int8"]
 
 
 @dataclass
@@ -32,11 +31,11 @@ class Pipeline:
     align: Literal["dpo", "orpo", "kto", "ppo", "grpo"]  # the alignment stage `make all` runs after SFT
 
 
-def collect(names: list[str]) -> dict[str, dict]:
-    missing = [n for n in names if not (METRICS / f"{n}.json").exists()]
+def collect(files: list[Path]) -> dict[str, dict]:
+    missing = [str(f) for f in files if not f.exists()]
     if missing:
-        raise SystemExit(f"no metrics for {missing} in {METRICS}/: run their eval stages first (make eval)")
-    return {n: json.loads((METRICS / f"{n}.json").read_text()) for n in names}
+        raise SystemExit(f"no metrics in {', '.join(missing)}: run their eval stages first (make eval)")
+    return {f.stem: json.loads(f.read_text()) for f in files}
 
 
 def with_changes(rows: dict[str, dict], reference: str) -> dict[str, dict]:
@@ -82,17 +81,17 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    align = params.load("pipeline").align
-    if sys.argv[1:] == ["quantization"]:
-        name, rows = "quantization", with_changes(collect([align, *QUANTIZED]), align)
-    else:
-        name, rows = "eval", collect(["base", "sft", align, "gguf-q4_k_m"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--changes", action="store_true", help="each row's changes against the first")
+    args = stage_paths("metrics*", "table", "json", "plot", parser=parser)
+    rows = collect(args.metrics)
+    if args.changes:
+        rows = with_changes(rows, args.metrics[0].stem)
     table = markdown(rows)
-    Path("reports").mkdir(exist_ok=True)
-    with atomic_path(f"reports/{name}.md") as tmp:
+    with atomic_path(args.table) as tmp:
         tmp.write_text(table, encoding="utf-8")
-    write_json(f"reports/{name}.json", rows)
-    plot(rows, Path(f"plots/{name}.png"))
+    write_json(args.json, rows)
+    plot(rows, args.plot)
     print(table)
 
 

@@ -1,6 +1,6 @@
 """Stage `eval@NAME`: score one model with lm-eval-harness on the held-out sets, plus sample generations.
 
-    python -m eval.run NAME MODEL          -> metrics/eval/NAME.json, samples/NAME.json
+    python -m eval.run --model MODEL --metrics FILE --samples FILE [--bits 4|8]
 
 MODEL is an HF model directory (`--bits 4|8`: loaded in NF4 / int8 with bitsandbytes) or a GGUF file, scored by
 llama.cpp itself (eval/llama_cpp_lm.py) on the same task text, rendered with the tokenizer stored beside it.
@@ -22,6 +22,7 @@ from medforge import params, provenance
 from medforge.formats import read_canonical, to_chat
 from medforge.io import write_json
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
+from medforge.paths import stage_paths
 
 
 @dataclass
@@ -116,14 +117,12 @@ class GGUFVariant:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name")
-    parser.add_argument("model", help="an HF model directory or a .gguf file")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, choices=[4, 8], help="load the HF model in 4-bit NF4 or 8-bit (bnb)")
-    args = parser.parse_args()
+    args = stage_paths("model", "metrics", "samples", parser=parser)  # model: an HF directory or a .gguf file
     p = params.load("eval")
     start = time.perf_counter()
-    if args.model.endswith(".gguf"):
+    if args.model.suffix == ".gguf":
         variant = GGUFVariant(args.model)
     else:
         variant = HFVariant(args.model, model_params(), args.bits, p.batch_size)
@@ -133,9 +132,9 @@ def main() -> None:
     start = time.perf_counter()
     replies, tokens = variant.generate(prompts, p.max_new_tokens)
     generation_seconds = time.perf_counter() - start
-    write_json(Path("samples") / f"{args.name}.json",
+    write_json(args.samples,
                [{"prompt": h[-1]["content"], "reply": r} for h, r in zip(prompts, replies)])
-    provenance.write_metrics(Path("metrics/eval") / f"{args.name}.json",
+    provenance.write_metrics(args.metrics,
                              {**scores, "load_seconds": round(load_seconds, 2),
                               "size_mb": round(sum(f.stat().st_size for f in variant.files) / 2**20, 2),
                               "memory_mb": round(variant.memory_bytes() / 2**20, 2),

@@ -25,6 +25,12 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield n, record
 
 
+def count_records(path: str | Path) -> int:
+    """Records in a JSONL file (its non-blank lines), without parsing them."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     n = 0
     with open(path, "w", encoding="utf-8") as f:

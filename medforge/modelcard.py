@@ -10,7 +10,8 @@ import yaml
 
 from medforge import params
 
-DATA_KINDS = {"pt": "pretrain", "sft": "sft"}  # the data kind each stage trains on; alignment stages: preference
+# the params.yaml `data` kind each stage's prepared files come from (grpo's prompts are its own: grpo.prompts)
+DATA_KINDS = {"pt": "pretrain", "sft": "sft", **dict.fromkeys(("rm", "ppo", "dpo", "orpo", "kto"), "preference")}
 
 
 def lineage(record: dict) -> list[str]:
@@ -33,21 +34,20 @@ def card(stage: str, record: dict, metrics: dict | None) -> str:
     chain = lineage(record)
     base = chain[-1] if chain else params.load("model").base
     header = {"base_model": base, "library_name": "transformers", "tags": ["medforge", "medical", stage]}
-    kind = DATA_KINDS.get(stage, "preference")
-    data_metrics = Path("metrics/data.json")
-    counts = json.loads(data_metrics.read_text()).get(kind, {}) if data_metrics.exists() else {}
-    data = f"Sources (`data.{kind}`): " + ", ".join(f"`{s}`" for s in raw["data"][kind])
-    if counts:
-        data += "\n\n" + " | ".join(f"{k}: {v:,}" for k, v in counts.items() if isinstance(v, int))
+    files = record.get("data", {})
+    data = "| file | records |\n|---|---:|\n" + "\n".join(f"| `{path}` | {n:,} |" for path, n in files.items())
+    if stage in DATA_KINDS:
+        kind = DATA_KINDS[stage]
+        data += f"\n\nPrepared from (`data.{kind}`): " + ", ".join(f"`{s}`" for s in raw["data"][kind])
     parts = [f"---\n{yaml.safe_dump(header, sort_keys=False, allow_unicode=True)}---\n",
              f"# medforge `{stage}`\n\nMade by the `{record.get('stage') or stage}` stage from "
              + (" <- ".join(f"`{m}`" for m in chain) if chain else f"`{base}`") + ".\n",
-             section("Data", data),
+             *([section("Data", data)] if files else []),
              section("Params (params.yaml)", "```yaml\n" + yaml.safe_dump(
                  {k: raw[k] for k in (stage, "model") if k in raw}, sort_keys=False, allow_unicode=True) + "```")]
     if metrics:
         rows = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        parts.append(section(f"Evaluation (metrics/{stage}.json; the eval suite: metrics/eval/)",
+        parts.append(section("Evaluation (the stage's own held-out metrics; the eval suite: `make eval`)",
                              "| metric | value |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.4g} |" for k, v in rows)))
     parts.append(section("Provenance (provenance.json)", "```json\n" + json.dumps(record, indent=2) + "\n```"))
     return "\n".join(parts)

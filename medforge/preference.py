@@ -17,6 +17,7 @@ import torch
 
 from medforge.formats import read_canonical, to_preference
 from medforge.modeling import load_model, load_tokenizer, model_params
+from medforge.paths import TRAINING, stage_paths
 from medforge.train import TrainParams, length_grouped, run, whole_weights
 
 
@@ -135,13 +136,13 @@ class PreferenceParams(PairParams):
     beta: float
 
 
-def training_pairs(p: PairParams, tokenizer, unpaired: bool = False) -> tuple[list[dict], bool]:
-    """The prepared training pairs, and whether they are in length-grouped step order, which the trainer must then
+def training_pairs(p: PairParams, tokenizer, path: Path, unpaired: bool = False) -> tuple[list[dict], bool]:
+    """The training pairs in `path`, and whether they are in length-grouped step order, which the trainer must then
     read as it is (`train_sampling_strategy="sequential"`).
 
     Padded pair batches waste most of a step on padding unless the lengths in a step are alike (TRL 1.16 has no
     padding-free mode for pairs). Unpaired (KTO) data keeps TRL's own order."""
-    pairs = prepared_pairs("train")
+    pairs = load_pairs(path)
     grouped = not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
     if grouped:
         step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
@@ -161,21 +162,17 @@ def reference_model(p: ReferenceParams, mp):
     return load_model(p.init, mp) if p.finetuning == "full" and not p.precompute_ref_log_probs else None
 
 
-def prepared_pairs(split: str) -> list[dict]:
-    """The `prepare` stage's preference pairs: split = train | validation."""
-    return load_pairs(f"data/prepared/preference_{split}.jsonl")
-
-
 def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False) -> dict:
-    """Train on data/prepared/preference_*.jsonl with `make_trainer(train, validation, tokenizer, output_dir,
-    callbacks)` and report held-out reward accuracy/margin against the starting model.
+    """Train on the stage's `--train` and `--validation` pairs with `make_trainer(train, validation, tokenizer,
+    output_dir, callbacks)` and report held-out reward accuracy/margin against the starting model.
 
     `unpaired`: the trainer learns from single labelled answers (KTO): each pair gives two examples.
     """
+    files = stage_paths("train", "validation", *TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    pairs, grouped = training_pairs(p, tokenizer, unpaired)
-    train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
+    pairs, grouped = training_pairs(p, tokenizer, files.train, unpaired)
+    train, validation = dataset(pairs), dataset(load_pairs(files.validation))
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
         train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)
@@ -197,7 +194,7 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
         return {"train_examples": len(trainer.train_dataset), "dropped_too_long": dropped,
                 **implicit_reward_metrics(heldout, before["logps"], pair_logps(trainer.model, tokenizer, heldout))}
 
-    return run(stage, p, build, f"models/{stage}", report=report)
+    return run(stage, p, build, files, [files.train, files.validation], report=report)
 
 
 def pair_length(tokenizer, pair: dict) -> int:

@@ -8,7 +8,8 @@ fingerprint; a Hugging Face id has none). A LoRA adapter only means something on
 on, so loading one (medforge.modeling.load_model) asks `parent_of` for that model: present and unchanged, or a
 LineageError. Chains resolve one link at a time: LoRA DPO -> LoRA SFT -> LoRA PT -> base.
 
-`python -m medforge.provenance` prints this machine's fingerprint (`make env`); `... times` each stage's wall time.
+`python -m medforge.provenance` prints this machine's fingerprint (`make env`); `... times METRICS MODELS` each stage's
+wall time, from the provenance of the outputs in those folders.
 """
 from __future__ import annotations
 
@@ -156,16 +157,17 @@ def parent_of(adapter: str | Path) -> str | None:
     return path
 
 
-def stage_times() -> dict[str, float]:
-    """Each stage's wall time, from the provenance its metrics files and model directories record."""
-    records = [json.loads(p.read_text()).get("provenance", {}) for p in sorted(Path("metrics").rglob("*.json"))]
-    records += [json.loads(p.read_text()) for p in sorted(Path("models").rglob(FILE))]
+def stage_times(metrics: str, models: str) -> dict[str, float]:
+    """Each stage's wall time, from the provenance its metrics files and model directories record (the folders
+    holding them)."""
+    records = [json.loads(p.read_text()).get("provenance", {}) for p in sorted(Path(metrics).rglob("*.json"))]
+    records += [json.loads(p.read_text()) for p in sorted(Path(models).rglob(FILE))]
     return {r["stage"]: r["wall_seconds"] for r in records if r.get("stage") and "wall_seconds" in r}
 
 
 def main() -> None:
-    if sys.argv[1:] == ["times"]:
-        times = stage_times()
+    if sys.argv[1:2] == ["times"]:
+        times = stage_times(*sys.argv[2:])
         print("Wall time per stage (provenance):")
         for stage, seconds in sorted(times.items(), key=lambda item: -item[1]):
             print(f"  {stage:<18} {seconds:8.1f} s")

@@ -37,9 +37,9 @@ def reward_trend(log_history: list[dict]) -> dict:
     return trend
 
 
-def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_score) -> dict:
+def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_score, files, data: list) -> dict:
     """Train `make_trainer(output_dir, callbacks)`; report the reward trend and `heldout_score(model)` before and
-    after training as `<heldout_metric>_before` / `_after`."""
+    after training as `<heldout_metric>_before` / `_after`. `files`, `data`: as medforge.train.run takes them."""
     before = {}
 
     def build(output_dir, callbacks):
@@ -52,4 +52,4 @@ def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_s
         return {**reward_trend(trainer.state.log_history), **before,
                 f"{heldout_metric}_after": heldout_score(trainer.model)}
 
-    return run(stage, p, build, f"models/{stage}", report=report)
+    return run(stage, p, build, files, data, report=report)

@@ -16,8 +16,9 @@ from transformers import TrainerCallback, set_seed
 
 from medforge import modelcard, provenance
 from medforge.checkpoints import SaveCheckpoints, checkpoint_params, clear, last_checkpoint, run_dir
-from medforge.io import atomic_path, read_jsonl
+from medforge.io import atomic_path, count_records, read_jsonl
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
+from medforge.paths import TRAINING, stage_paths
 from medforge.progress import ProgressLines, in_terminal
 
 
@@ -84,11 +85,11 @@ class LiveLogger(TrainerCallback):
     KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/accuracies",
             "rewards/margins")
 
-    def __init__(self, stage: str, logged_params: dict, history: list[dict] = ()):
+    def __init__(self, directory: str | Path, logged_params: dict, history: list[dict] = ()):
         """`history`: the log of the run a resumed one continues (its checkpoint's), replayed into fresh curves: DVC
         removed the killed run's curves with the stage's other outputs."""
         from dvclive import Live
-        self.live = Live(dir=f"dvclive/{stage}", dvcyaml=None, save_dvc_exp=False)
+        self.live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False)
         self.live.log_params(logged_params)
         for logs in history:
             self.log(logs["step"], logs)
@@ -244,8 +245,10 @@ def save_trained(trainer, out: str | Path, merge_adapter: bool, stage: str, pare
     trainer.accelerator.wait_for_everyone()
 
 
-def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_adapter: bool = False) -> dict:
-    """Train, evaluate and write the model (or LoRA adapter) to `out` atomically, with metrics and curves.
+def run(stage: str, p: TrainParams, build, files, data: list[Path], report=None, merge_adapter: bool = False) -> dict:
+    """Train, evaluate and write the model (or LoRA adapter) to `files.out` atomically, the metrics to
+    `files.metrics` and the curves to `files.plots` (medforge.paths TRAINING: the stage's command names them).
+    `data`: the files it trains and validates on, counted in provenance and on the model card.
 
     `build(output_dir, callbacks)` returns the TRL trainer; `report(trainer)` adds stage metrics after training.
     `merge_adapter` saves a standalone model even when training a LoRA adapter. The trainer checkpoints as
@@ -267,7 +270,7 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
         print(f"{stage}: resuming from step {resumed_at} ({resume})" if resume else
               f"{stage}: no checkpoints: not a DVC stage here, so nothing keys them to its inputs")
     set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
-    shown = [LiveLogger(stage, logged, state.get("log_history", [])), *([] if in_terminal() else [ProgressLines(stage)])] if main else []
+    shown = [LiveLogger(files.plots, logged, state.get("log_history", [])), *([] if in_terminal() else [ProgressLines(stage)])] if main else []
     trainer = build(str(checkpoints or Path(c.dir) / stage / "unkeyed"),
                     [SaveCheckpoints(c, saving=bool(checkpoints)), *shown])
     start = time.perf_counter()
@@ -284,10 +287,11 @@ def run(stage: str, p: TrainParams, build, out: str | Path, report=None, merge_a
         with whole_weights(trainer.model):
             metrics.update(report(trainer))
     facts = {"precision": precision(trainer, p), "world_size": trainer.args.world_size, "seed": p.seed}
-    save_trained(trainer, out, merge_adapter, stage, p.init, metrics, **facts)
+    save_trained(trainer, files.out, merge_adapter, stage, p.init, metrics, **facts,
+                 data={str(path): count_records(path) for path in data})
     if main:
         clear(c, stage)
-        provenance.write_metrics(f"metrics/{stage}.json", metrics, **facts)
+        provenance.write_metrics(files.metrics, metrics, **facts)
         print(json.dumps(metrics))
     return metrics
 
@@ -307,9 +311,11 @@ def mean_logged_loss(log_history: list[dict]) -> float:
     return sum(loss * (step - prev) for (step, loss), prev in zip(logged, steps)) / max(steps[-1], 1)
 
 
-def run_sft(stage: str, p: SFTParams, train_file: str, eval_file: str, out: str, assistant_only_loss: bool) -> dict:
-    """PT and SFT: next-token training on JSONL records."""
+def run_sft(stage: str, p: SFTParams, assistant_only_loss: bool) -> dict:
+    """PT and SFT: next-token training on the JSONL records of the stage's `--train` and `--validation` files."""
+    files = stage_paths("train", "validation", *TRAINING)
+
     def build(output_dir, callbacks):
-        return make_trainer(p, read_records(train_file), read_records(eval_file), output_dir, assistant_only_loss,
-                            model_params(), callbacks=callbacks)
-    return run(stage, p, build, out)
+        return make_trainer(p, read_records(files.train), read_records(files.validation), output_dir,
+                            assistant_only_loss, model_params(), callbacks=callbacks)
+    return run(stage, p, build, files, [files.train, files.validation])

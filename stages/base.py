@@ -1,4 +1,4 @@
-"""Stage `base`: the starting model in models/base.
+"""Stage `base`: the starting model.
 
 `model.base: tiny` builds a small random-initialised Llama with a byte-level BPE tokenizer trained on the
 prepared corpus; dimensions are multiples of 256 so GGUF k-quants apply. Any other value is a Hugging Face
@@ -11,9 +11,8 @@ from pathlib import Path
 from medforge import modelcard, provenance
 from medforge.io import atomic_path, read_jsonl
 from medforge.modeling import TinyParams, load_model, load_tokenizer, model_params
+from medforge.paths import stage_paths
 
-OUT = Path("models/base")
-CORPUS = [Path("data/prepared/pretrain_train.jsonl"), Path("data/prepared/sft_train.jsonl")]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # ChatML with {% generation %} markers so transformers/TRL can mask the loss to assistant tokens;
@@ -31,8 +30,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def corpus_texts():
-    for path in CORPUS:
+def corpus_texts(corpus: list[Path]):
+    for path in corpus:
         for _, record in read_jsonl(path):
             yield record.get("text") or "\n".join(m["content"] for m in record["messages"])
 
@@ -71,17 +70,18 @@ def build_tiny(tp: TinyParams, texts, out: Path, dtype=None, device: str = "cpu"
 
 
 def main() -> None:
+    paths = stage_paths("corpus*", "out")  # corpus: what a tiny model's tokenizer is trained on
     mp = model_params()
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(paths.out, directory=True) as tmp:
         if mp.base == "tiny":
-            build_tiny(mp.tiny, corpus_texts(), tmp)
+            build_tiny(mp.tiny, corpus_texts(paths.corpus), tmp)
         else:
             load_model(mp.base, mp).save_pretrained(tmp)
             load_tokenizer(mp.base, mp).save_pretrained(tmp)
         tiny = mp.base == "tiny"
         record = provenance.write(tmp, None if tiny else mp.base, **({"seed": mp.tiny.seed} if tiny else {}))
         modelcard.write(tmp, "base", record)
-    print(f"wrote {OUT}")
+    print(f"wrote {paths.out}")
 
 
 if __name__ == "__main__":

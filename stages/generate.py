@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from medforge import knowledge, params, provenance
 from medforge.formats import mcq_prompt
 from medforge.io import atomic_path, write_jsonl
 from medforge.knowledge import Condition
-
-OUT = Path("data/generated")
+from medforge.paths import stage_paths
 
 
 @dataclass
@@ -292,7 +290,8 @@ def sample(rng: random.Random, items: list, n: int, key: str) -> list:
     return rng.sample(items, n)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    paths = stage_paths("out", "metrics", argv=argv)
     p = params.load("generate")
     rng = random.Random(p.seed)
     rows = knowledge.load()
@@ -312,11 +311,11 @@ def main() -> None:
     }
     # a random stream of their own: the other files stay the same whatever their number
     files["preference.jsonl"] += knowledge_pairs(random.Random(p.seed + 1), conds, by_lang, p.wrong_answers_per_fact)
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(paths.out, directory=True) as tmp:
         for name, records in files.items():
             write_jsonl(tmp / name, records)
-    provenance.write_metrics("metrics/generate.json", {"conditions": len(rows), **{k.split(".")[0]: len(v)
-                                                                      for k, v in files.items()}})
+    provenance.write_metrics(paths.metrics, {"conditions": len(rows), **{k.split(".")[0]: len(v)
+                                                             for k, v in files.items()}})
 
 
 if __name__ == "__main__":

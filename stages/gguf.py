@@ -1,7 +1,8 @@
 """Stage `gguf`: a merged model -> GGUF files for llama.cpp (params.yaml `gguf`).
 
-    python -m stages.gguf SOURCE_DIR   -> models/gguf/model-<type>.gguf for every type in `gguf.types`,
-                                          models/gguf/tokenizer (the source's HF tokenizer, for evaluation)
+    python -m stages.gguf --source DIR --out DIR --metrics FILE
+        -> OUT/model-<type>.gguf for every type in `gguf.types`, OUT/tokenizer (the source's HF tokenizer, for
+           evaluation)
 
 Conversion is llama.cpp's own `convert_hf_to_gguf.py` from the llama-cpp-python source the lock pins (the Makefile
 unpacks it to .venv/llama.cpp), so the files match the runtime that reads them; it writes f16 with the tokenizer and
@@ -18,8 +19,8 @@ from pathlib import Path
 from medforge import params, provenance
 from medforge.io import atomic_path
 from medforge.modeling import load_tokenizer, model_params
+from medforge.paths import stage_paths
 
-OUT = Path("models/gguf")
 CONVERTER = Path(sys.prefix) / "llama.cpp"
 
 
@@ -80,10 +81,10 @@ def quantize(f16: Path, out: Path, kind: str) -> None:
 
 
 def main() -> None:
-    source = Path(sys.argv[1])
-    p = params.load("gguf")
+    files = stage_paths("source", "out", "metrics")
+    source, p = files.source, params.load("gguf")
     sizes = {}
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(files.out, directory=True) as tmp:
         f16 = tmp / "model-f16.gguf"
         convert(source, f16)
         for kind in p.types:
@@ -95,9 +96,9 @@ def main() -> None:
         load_tokenizer(source, model_params()).save_pretrained(tmp / "tokenizer")
         sizes = {path.stem.removeprefix("model-"): path.stat().st_size for path in sorted(tmp.glob("*.gguf"))}
         provenance.write(tmp, parent=source, precision=", ".join(p.types))
-    provenance.write_metrics("metrics/gguf.json", {"source": str(source), "bytes": sizes,
-                                                   **({"q4_k_m_vs_f16": round(sizes["q4_k_m"] / sizes["f16"], 4)}
-                                                      if {"q4_k_m", "f16"} <= set(sizes) else {})},
+    provenance.write_metrics(files.metrics, {"source": str(source), "bytes": sizes,
+                                             **({"q4_k_m_vs_f16": round(sizes["q4_k_m"] / sizes["f16"], 4)}
+                                                if {"q4_k_m", "f16"} <= set(sizes) else {})},
                              precision=", ".join(p.types))
     print(json.dumps(sizes))
 

@@ -1,7 +1,8 @@
 """Stage `gptq`: a merged model -> GPTQ (params.yaml `gptq`) with GPTQModel, calibrated on the project's SFT chats.
 
-    python -m stages.gptq SOURCE_DIR   -> models/gptq (an HF directory in the standard GPTQ format: transformers
-                                          loads it through optimum + gptqmodel, vLLM serves it), metrics/gptq.json
+    python -m stages.gptq --source DIR --out DIR --metrics FILE
+        -> OUT: an HF directory in the standard GPTQ format (transformers loads it through optimum + gptqmodel,
+           vLLM serves it)
 
 GPTQModel is the maintained successor of auto-gptq, which is archived and no longer imports under transformers 5.
 It quantizes on the GPU where there is one and on the CPU otherwise.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,8 +23,7 @@ from medforge import params, provenance
 from medforge.formats import read_canonical, to_chat
 from medforge.io import atomic_path
 from medforge.modeling import load_tokenizer, model_params
-
-OUT = Path("models/gptq")
+from medforge.paths import stage_paths
 
 
 @dataclass
@@ -68,10 +67,10 @@ def quantize(source: Path, out: Path, p: Params) -> dict:
 
 
 def main() -> None:
-    source = Path(sys.argv[1])
-    metrics = quantize(source, OUT, params.load("gptq"))
-    provenance.write_metrics("metrics/gptq.json", metrics, precision=f"GPTQ {metrics['bits']}-bit")
-    print(f"GPTQ {metrics['bits']}-bit of {source} -> {OUT} ({metrics['bytes'] / 2**20:.1f} MB, "
+    files = stage_paths("source", "out", "metrics")
+    metrics = quantize(files.source, files.out, params.load("gptq"))
+    provenance.write_metrics(files.metrics, metrics, precision=f"GPTQ {metrics['bits']}-bit")
+    print(f"GPTQ {metrics['bits']}-bit of {files.source} -> {files.out} ({metrics['bytes'] / 2**20:.1f} MB, "
           f"{metrics['seconds']:.0f} s)")
 
 

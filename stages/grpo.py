@@ -1,6 +1,6 @@
 """Stage `grpo`: group relative policy optimisation of the SFT model on multiple-choice prompts (params.yaml `grpo`).
 
-Prompts come from the knowledge table (data/generated/mcq_train.jsonl, training phrasings, never the held-out
+Prompts come from the knowledge table (`prompts`: the generated MCQ training file, training phrasings, never the held-out
 questions); `num_prompts` trains on a fixed pool of them, so the reward curve compares like with like. Rewards
 (medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option, answer format, brevity, and
 optionally a reward model's score (`reward_model`, weight key `rm`).
@@ -15,6 +15,7 @@ from functools import partial, update_wrapper
 from medforge import params
 from medforge.formats import mcq_prompt, read_canonical, to_mcq
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
+from medforge.paths import TRAINING, stage_paths
 from medforge.rewards import REWARDS, correctness
 from medforge.rl import RLParams, rl_args, run_rl
 from medforge.train import load_trainable, peft_config
@@ -84,7 +85,7 @@ def main() -> None:
                            train_dataset=Dataset.from_list(training_rows(p)), processing_class=tokenizer,
                            peft_config=peft_config(p), callbacks=callbacks)
 
-    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy)
+    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy, stage_paths(*TRAINING), [p.prompts])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from medforge import params
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
-from medforge.preference import load_pairs, prepared_pairs, reward_scores
+from medforge.paths import TRAINING, stage_paths
+from medforge.preference import load_pairs, reward_scores
 from medforge.rl import RLParams, rl_args, run_rl
 from medforge.train import load_trainable, peft_config
 
@@ -29,6 +30,7 @@ def prompts_of(pairs: list[dict]) -> list[list[dict]]:
 
 def main() -> None:
     p = params.load("ppo")
+    files = stage_paths("train", *TRAINING)  # the prompts of the preference training pairs
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     reward_model = load_model(p.reward_model, mp, head="reward").eval()
@@ -43,13 +45,13 @@ def main() -> None:
     def make_trainer(output_dir, callbacks):
         from datasets import Dataset
         from trl import RLOOConfig, RLOOTrainer
-        prompts = prompts_of(prepared_pairs("train"))
+        prompts = prompts_of(load_pairs(files.train))
         return RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
                            reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
                            train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
                            processing_class=tokenizer, peft_config=peft_config(p), callbacks=callbacks)
 
-    run_rl("ppo", p, make_trainer, "heldout_reward", heldout_reward)
+    run_rl("ppo", p, make_trainer, "heldout_reward", heldout_reward, files, [files.train])
 
 
 if __name__ == "__main__":

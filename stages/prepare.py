@@ -3,7 +3,7 @@
 Sources are listed per kind in params.yaml (`data.pretrain`, `data.sft`, `data.preference`):
   path/to/file.jsonl | .json | .txt (one document per line) | hf:org/name[:config]:split (or hf:org/name = train)
 A bad record stops the stage naming file, line and field; with `on_error: skip` it goes to
-data/prepared/rejects.jsonl and is counted in metrics/data.json instead.
+rejects.jsonl beside the prepared files and is counted in the stage's metrics instead.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import Literal
 from medforge import params, provenance
 from medforge.formats import IMPORTERS, FormatError
 from medforge.io import atomic_path, write_jsonl
-
-OUT = Path("data/prepared")
+from medforge.paths import stage_paths
 
 
 @dataclass
@@ -82,10 +81,11 @@ def in_validation(record: dict, p: Params) -> bool:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < p.validation_fraction
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    paths = stage_paths("out", "metrics", argv=argv)
     p = params.load("data")
     rejects, metrics = [], {}
-    with atomic_path(OUT, directory=True) as tmp:
+    with atomic_path(paths.out, directory=True) as tmp:
         for kind, importer in IMPORTERS.items():
             seen, splits, counts = set(), {"train": [], "validation": []}, {"read": 0, "rejected": 0,
                                                                              "duplicates": 0}
@@ -111,7 +111,7 @@ def main() -> None:
                 counts[split] = write_jsonl(tmp / f"{kind}_{split}.jsonl", records)
             metrics[kind] = counts
         write_jsonl(tmp / "rejects.jsonl", rejects)
-    provenance.write_metrics("metrics/data.json", metrics)
+    provenance.write_metrics(paths.metrics, metrics)
     print(json.dumps(metrics))
 
 

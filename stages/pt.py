@@ -3,5 +3,4 @@ from medforge import params
 from medforge.train import run_sft
 
 if __name__ == "__main__":
-    run_sft("pt", params.load("pt"), "data/prepared/pretrain_train.jsonl",
-            "data/prepared/pretrain_validation.jsonl", "models/pt", assistant_only_loss=False)
+    run_sft("pt", params.load("pt"), assistant_only_loss=False)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
-from medforge.preference import PairParams, by_kind, dataset, load_pairs, prepared_pairs, reward_scores, training_pairs
+from medforge.paths import TRAINING, stage_paths
+from medforge.preference import PairParams, by_kind, dataset, load_pairs, reward_scores, training_pairs
 from medforge.train import load_trainable, peft_config, run, training_args
 
 
@@ -29,23 +30,24 @@ def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict:
 
 def main() -> None:
     p = params.load("rm")
+    files = stage_paths("train", "validation", *TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
 
     def build(output_dir, callbacks):
         from trl import RewardConfig, RewardTrainer
-        pairs, grouped = training_pairs(p, tokenizer)
+        pairs, grouped = training_pairs(p, tokenizer, files.train)
         args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
                             center_rewards_coefficient=p.center_rewards_coefficient,
                             train_sampling_strategy="sequential" if grouped else "random")
-        train, validation = dataset(pairs), dataset(prepared_pairs("validation"))
+        train, validation = dataset(pairs), dataset(load_pairs(files.validation))
         return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
                              eval_dataset=validation, processing_class=tokenizer,
                              peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)
 
     heldout = load_pairs(p.heldout)
-    run("rm", p, build, "models/rm", report=lambda trainer: pairwise_metrics(trainer.model, tokenizer, heldout),
-        merge_adapter=True)
+    run("rm", p, build, files, [files.train, files.validation],
+        report=lambda trainer: pairwise_metrics(trainer.model, tokenizer, heldout), merge_adapter=True)
 
 
 if __name__ == "__main__":

@@ -3,5 +3,4 @@ from medforge import params
 from medforge.train import run_sft
 
 if __name__ == "__main__":
-    run_sft("sft", params.load("sft"), "data/prepared/sft_train.jsonl",
-            "data/prepared/sft_validation.jsonl", "models/sft", assistant_only_loss=True)
+    run_sft("sft", params.load("sft"), assistant_only_loss=True)

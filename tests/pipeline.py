@@ -1,5 +1,6 @@
 """The DVC pipeline on a shrunken tiny configuration, in a git repository of its own (the `repo` fixture)."""
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,9 +29,17 @@ def merge(base: dict, override: dict) -> dict:
     return base
 
 
-def set_params(repo: Path, override: dict) -> None:
-    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), override)
+def set_params(repo: Path, override: dict, base: Path | None = None) -> None:
+    """`repo`/params.yaml: `base`'s (default: its own) with `override` merged in; every key stays (none has a
+    default)."""
+    params = merge(yaml.safe_load(((base or repo) / "params.yaml").read_text()), override)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+
+
+def stage_args(stage: str) -> list[str]:
+    """The arguments dvc.yaml's command gives `stage`'s module (its files: medforge.paths)."""
+    cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["cmd"])
+    return cmd[cmd.index(next(t for t in cmd if t.startswith("stages."))) + 1:]
 
 
 def sh(*args, cwd):

@@ -12,6 +12,7 @@ sums may differ: per-step losses must agree within TOLERANCE (relative), and a r
 import json
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -27,10 +28,9 @@ from medforge import knowledge, params
 from medforge.launch import CONFIGS, command, settings
 from medforge.modeling import load_tokenizer
 from stages.generate import by_language, sft_conversations
-from tests.pipeline import kill_tree
+from tests.pipeline import DVC, ROOT, kill_tree, set_params, stage_args
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC = Path(sys.executable).with_name("dvc")
+SFT = ["python", "-m", "medforge.launch", "stages.sft", *stage_args("sft")]  # the pipeline's sft command
 TOLERANCE = 1e-4  # max relative difference of a step's loss; measured 0 (bitwise equal) on the 2-core dev machine
 STEPS = 6
 MAX_LENGTH = 128
@@ -61,23 +61,23 @@ def setup(workdir: Path, model_dir: Path, data: Path, accumulation: int, seed: i
     """`workdir` ready for an SFT run; checkpointing every `every_steps` makes it a DVC pipeline (what keys them)."""
     (workdir / "data").mkdir(parents=True)
     shutil.copytree(data, workdir / "data/prepared")
-    params = {"model": {"dtype": "float32"},
-              "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": steps, "batch_size": 1,
-                      "gradient_accumulation_steps": accumulation, "learning_rate": 0.003, "warmup_ratio": 0.0,
-                      "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False, "seed": seed},
-              "checkpoints": {"every_steps": every_steps, "every_minutes": 0, "keep": 1, "dir": "checkpoints"}}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    set_params(workdir, {"model": {"dtype": "float32"},
+                         "sft": {"init": str(model_dir), "finetuning": "full", "max_steps": steps, "batch_size": 1,
+                                 "gradient_accumulation_steps": accumulation, "learning_rate": 0.003,
+                                 "warmup_ratio": 0.0, "max_length": MAX_LENGTH, "logging_steps": 1, "bf16": False,
+                                 "seed": seed},
+                         "checkpoints": {"every_steps": every_steps, "every_minutes": 0, "keep": 1,
+                                         "dir": "checkpoints"}}, base=ROOT)
     if every_steps:
         subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=workdir, check=True)
-        stage = {"cmd": "python -m medforge.launch stages.sft", "deps": ["data/prepared"], "params": ["sft"],
-                 "outs": ["models/sft"]}
+        stage = {"cmd": shlex.join(SFT), "deps": ["data/prepared"], "params": ["sft"], "outs": ["models/sft"]}
         (workdir / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"sft": stage}}))
 
 
 def launch(workdir: Path, nproc: int, **popen):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DIST": "ddp" if nproc > 1 else "single", "NPROC": str(nproc),
            "MASTER_PORT": str(free_port())}
-    return subprocess.Popen([sys.executable, "-m", "medforge.launch", "stages.sft"], cwd=workdir, env=env,
+    return subprocess.Popen([sys.executable, *SFT[1:]], cwd=workdir, env=env,
                             text=True, **popen)
 
 

@@ -3,24 +3,25 @@ import json
 import random
 
 import pytest
-import yaml
 
 from medforge import knowledge
 from medforge.formats import to_chat, to_mcq, to_preference, to_pretrain
 from stages import generate
+from tests.pipeline import ROOT, set_params, stage_args
+
+ARGS = stage_args("generate")
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen")
-    params = {"generate": {"seed": 3, "conditions": 0, "mcq_eval_size": 200, "preference_eval_size": 100,
-                           "wrong_answers_per_fact": 2}}
-    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    set_params(path, {"generate": {"seed": 3, "conditions": 0, "mcq_eval_size": 200, "preference_eval_size": 100,
+                                   "wrong_answers_per_fact": 2}}, base=ROOT)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(path)
-        generate.main()
+        generate.main(ARGS)
         first = {f.name: f.read_bytes() for f in (path / "data/generated").iterdir()}
-        generate.main()
+        generate.main(ARGS)
         second = {f.name: f.read_bytes() for f in (path / "data/generated").iterdir()}
     assert first == second, "generation is not deterministic"
     return {name: [json.loads(line) for line in data.decode().splitlines()] for name, data in first.items()}
@@ -108,9 +109,9 @@ def test_wrong_answers_per_fact_leaves_the_other_files_alone(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     files = {}
     for n in (0, 5):
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": {
-            "conditions": 6, "mcq_eval_size": 20, "preference_eval_size": 10, "wrong_answers_per_fact": n}}))
-        generate.main()
+        set_params(tmp_path, {"generate": {"conditions": 6, "mcq_eval_size": 20, "preference_eval_size": 10,
+                                           "wrong_answers_per_fact": n}}, base=ROOT)
+        generate.main(ARGS)
         files[n] = {f.name: f.read_text() for f in (tmp_path / "data/generated").iterdir()}
     preference = files[0].pop("preference.jsonl"), files[5].pop("preference.jsonl")
     assert files[0] == files[5]
@@ -119,7 +120,7 @@ def test_wrong_answers_per_fact_leaves_the_other_files_alone(tmp_path, monkeypat
 
 def test_eval_size_larger_than_the_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": {"conditions": 5, "mcq_eval_size": 100}}))
+    set_params(tmp_path, {"generate": {"conditions": 5, "mcq_eval_size": 100}}, base=ROOT)
     with pytest.raises(SystemExit, match=r"generate.mcq_eval_size: 100 is more than the 40 items"):
-        generate.main()
+        generate.main(ARGS)
     assert not (tmp_path / "data/generated").exists()

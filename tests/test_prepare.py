@@ -2,9 +2,11 @@
 import json
 
 import pytest
-import yaml
 
 from stages import prepare
+from tests.pipeline import ROOT, set_params, stage_args
+
+ARGS = stage_args("prepare")
 
 GOOD_SFT = [
     {"conversations": [{"from": "human", "value": "头痛怎么办？"}, {"from": "gpt", "value": "请休息。"}]},
@@ -25,9 +27,9 @@ def workdir(tmp_path, monkeypatch):
 
 
 def run_prepare(workdir, on_error="fail", **sources):
-    params = {"data": {"pretrain": [], "sft": [], "preference": [], "on_error": on_error, **sources}}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare.main()
+    set_params(workdir, {"data": {"pretrain": [], "sft": [], "preference": [], "on_error": on_error, **sources}},
+               base=ROOT)
+    prepare.main(ARGS)
     return json.loads((workdir / "metrics/data.json").read_text())
 
 
@@ -97,9 +99,9 @@ def test_hf_sources_go_through_load_dataset(workdir, monkeypatch, source, call):
         return [GOOD_SFT[0], {"conversations": [{"from": "human", "value": ""}]}]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    params = {"data": {"sft": [source], "on_error": "skip", "hf_revision": "abc123"}}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare.main()
+    set_params(workdir, {"data": {"pretrain": [], "sft": [source], "preference": [], "on_error": "skip",
+                                  "hf_revision": "abc123"}}, base=ROOT)
+    prepare.main(ARGS)
     assert calls == [(*call, "abc123")]
     metrics = json.loads((workdir / "metrics/data.json").read_text())
     assert metrics["sft"]["read"] == 2 and metrics["sft"]["rejected"] == 1
