@@ -37,7 +37,7 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 all: $(STAMP)
@@ -129,6 +129,10 @@ bench-cpu-attention: pt
 # Which CPU kernel choices (ATEN_CPU_CAPABILITY, oneDNN, MKL_CBWR, threads, bf16) change SFT's losses, side by side.
 bench-cpu-numerics: pt prepare
 	$(BIN)/python -m bench.cpu_numerics $(BENCH_ARGS)
+
+# `prepare` on 1M ShareGPT records and a 10 GB text file (params.yaml bench_data), vs the in-memory baseline.
+bench-data: $(STAMP)
+	$(BIN)/python -m bench.data $(BENCH_ARGS)
 
 # Checkpointing's cost to a training stage (STAGE, default sft): none, params.yaml's, every 50 steps, side by side.
 bench-checkpoints: $(STAMP)

@@ -32,6 +32,7 @@ SCHEMAS = {
     "eval": "eval.run:Params",
     "serve": "serve.__main__:Settings",
     "bench": "bench.throughput:Params",
+    "bench_data": "bench.data:Params",
 }
 
 

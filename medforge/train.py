@@ -270,7 +270,8 @@ def run(stage: str, p: TrainParams, build, files, data: list[Path], report=None,
         print(f"{stage}: resuming from step {resumed_at} ({resume})" if resume else
               f"{stage}: no checkpoints: not a DVC stage here, so nothing keys them to its inputs")
     set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
-    shown = [LiveLogger(files.plots, logged, state.get("log_history", [])), *([] if in_terminal() else [ProgressLines(stage)])] if main else []
+    shown = [LiveLogger(files.plots, logged, state.get("log_history", [])),
+             *([] if in_terminal() else [ProgressLines(stage)])] if main else []
     trainer = build(str(checkpoints or Path(c.dir) / stage / "unkeyed"),
                     [SaveCheckpoints(c, saving=bool(checkpoints)), *shown])
     start = time.perf_counter()

@@ -1,9 +1,9 @@
 """Stage `grpo`: group relative policy optimisation of the SFT model on multiple-choice prompts (params.yaml `grpo`).
 
-Prompts come from the knowledge table (`prompts`: the generated MCQ training file, training phrasings, never the held-out
-questions); `num_prompts` trains on a fixed pool of them, so the reward curve compares like with like. Rewards
-(medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option, answer format, brevity, and
-optionally a reward model's score (`reward_model`, weight key `rm`).
+Prompts come from the knowledge table (`prompts`: the generated MCQ training questions, training phrasings, never
+the held-out questions); `num_prompts` trains on a fixed pool of them, so the reward curve compares like with like.
+Rewards (medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option, answer format,
+brevity, and optionally a reward model's score (`reward_model`, weight key `rm`).
 
 Metrics: reward curves (dvclive), mean reward over the first and last 10% of steps, and greedy answer accuracy
 on held-out questions (`heldout`) before and after training.
@@ -67,6 +67,7 @@ def reward_functions(p: Params, mp):
 
 def main() -> None:
     p = params.load("grpo")
+    files = stage_paths(*TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     heldout = as_rows(p.heldout)[: p.heldout_size]
@@ -85,7 +86,7 @@ def main() -> None:
                            train_dataset=Dataset.from_list(training_rows(p)), processing_class=tokenizer,
                            peft_config=peft_config(p), callbacks=callbacks)
 
-    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy, stage_paths(*TRAINING), [p.prompts])
+    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy, files, [p.prompts])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Literal
 
 from medforge import params, provenance
 from medforge.formats import IMPORTERS, FormatError
-from medforge.io import atomic_path, write_jsonl
+from medforge.io import atomic_path
 from medforge.paths import stage_paths
 
 
@@ -31,8 +31,23 @@ class Params:
     hf_revision: str | None
 
 
-def read_source(source: str, revision: str | None) -> Iterator[tuple[str, int, dict | str]]:
-    """Yield (where, line_number, raw record or JSON text) from a local file or a Hugging Face dataset."""
+def read_lines(path: Path) -> Iterator[tuple[int, str | FormatError]]:
+    """(line number, text) of each non-blank line, a UTF-8 BOM dropped; a line that is not UTF-8 comes as the
+    FormatError it is, a bad record like any other."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as e:
+                yield n, FormatError("(line)", f"valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})")
+                continue
+            if text.strip():
+                yield n, text
+
+
+def read_source(source: str, revision: str | None) -> Iterator[tuple[int, dict | str | FormatError]]:
+    """Yield (line number, raw record, JSON text or the FormatError of an unreadable line) from a local file or a
+    Hugging Face dataset, one at a time: nothing but a `.json` list is held whole."""
     if source.startswith("hf:"):
         import datasets
         name, *rest = source[3:].split(":")
@@ -40,31 +55,34 @@ def read_source(source: str, revision: str | None) -> Iterator[tuple[str, int, d
             raise SystemExit(f"{source}: expected hf:org/name[:config]:split")
         config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else "train")
         for i, row in enumerate(datasets.load_dataset(name, config, split=split, revision=revision), 1):
-            yield source, i, dict(row)
+            yield i, dict(row)
         return
     path = Path(source)
     if not path.exists():
         raise SystemExit(f"{source}: no such file (listed in params.yaml data section)")
     if path.suffix == ".txt":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield source, n, {"text": line.strip()}
+        for n, text in read_lines(path):
+            yield n, text if isinstance(text, FormatError) else {"text": text.strip()}
     elif path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        try:
+            rows = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise SystemExit(f"{source}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{source}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(rows, list):
             raise SystemExit(f"{source}: expected a JSON list of records")
-        for i, row in enumerate(rows, 1):
-            yield source, i, row
+        yield from enumerate(rows, 1)
     else:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield source, n, line
+        yield from read_lines(path)
 
 
-def parse_object(raw: dict | str) -> dict:
+def parse_object(raw: dict | str | FormatError) -> dict:
     """A JSONL line (or an already-parsed row) as a dict; bad JSON is a bad record like any other."""
+    if isinstance(raw, FormatError):
+        raise raw
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -75,42 +93,53 @@ def parse_object(raw: dict | str) -> dict:
     return raw
 
 
-def in_validation(record: dict, p: Params) -> bool:
-    """Split by a hash of the record: stable across runs and when sources are added."""
-    key = f"{p.seed}:{json.dumps(record, ensure_ascii=False, sort_keys=True)}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < p.validation_fraction
+def in_validation(key: str, p: Params) -> bool:
+    """Split by a hash of the record (`key`: its canonical JSON): stable across runs and when sources are added."""
+    digest = hashlib.sha256(f"{p.seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < p.validation_fraction
+
+
+def prepare_kind(kind: str, p: Params, out: Path, rejects) -> dict:
+    """Import, dedupe and split one kind's sources into OUT/<kind>_{train,validation}.jsonl as they are read.
+    Memory holds a 16-byte digest per distinct record (of its canonical JSON), not the records."""
+    importer, seen = IMPORTERS[kind], set()
+    counts = {"read": 0, "rejected": 0, "duplicates": 0, "train": 0, "validation": 0}
+    with open(out / f"{kind}_train.jsonl", "w", encoding="utf-8") as train, \
+            open(out / f"{kind}_validation.jsonl", "w", encoding="utf-8") as validation:
+        for source in getattr(p, kind):
+            read_before = counts["read"]
+            for line, raw in read_source(source, p.hf_revision):
+                counts["read"] += 1
+                try:
+                    record = importer(parse_object(raw))
+                except FormatError as e:
+                    if p.on_error == "fail":
+                        raise SystemExit(f"{source}:{line}: {e} ({kind} record; set data.on_error: skip "
+                                         f"to reject and count such records instead)") from None
+                    counts["rejected"] += 1
+                    rejects.write(json.dumps({"source": source, "line": line, "kind": kind, "error": str(e)},
+                                             ensure_ascii=False) + "\n")
+                    continue
+                key = json.dumps(record, ensure_ascii=False, sort_keys=True)
+                digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+                if digest in seen:
+                    counts["duplicates"] += 1
+                    continue
+                seen.add(digest)
+                split = "validation" if in_validation(key, p) else "train"
+                (validation if split == "validation" else train).write(json.dumps(record, ensure_ascii=False) + "\n")
+                counts[split] += 1
+            if counts["read"] == read_before:
+                raise SystemExit(f"{source}: no records in it (data.{kind}); fix the file or remove it from "
+                                 f"params.yaml")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> None:
     paths = stage_paths("out", "metrics", argv=argv)
     p = params.load("data")
-    rejects, metrics = [], {}
-    with atomic_path(paths.out, directory=True) as tmp:
-        for kind, importer in IMPORTERS.items():
-            seen, splits, counts = set(), {"train": [], "validation": []}, {"read": 0, "rejected": 0,
-                                                                             "duplicates": 0}
-            for source in getattr(p, kind):
-                for where, line, raw in read_source(source, p.hf_revision):
-                    counts["read"] += 1
-                    try:
-                        record = importer(parse_object(raw))
-                    except FormatError as e:
-                        if p.on_error == "fail":
-                            raise SystemExit(f"{where}:{line}: {e} ({kind} record; set data.on_error: skip "
-                                             f"to reject and count such records instead)") from None
-                        counts["rejected"] += 1
-                        rejects.append({"source": where, "line": line, "kind": kind, "error": str(e)})
-                        continue
-                    key = json.dumps(record, ensure_ascii=False, sort_keys=True)
-                    if key in seen:
-                        counts["duplicates"] += 1
-                        continue
-                    seen.add(key)
-                    splits["validation" if in_validation(record, p) else "train"].append(record)
-            for split, records in splits.items():
-                counts[split] = write_jsonl(tmp / f"{kind}_{split}.jsonl", records)
-            metrics[kind] = counts
-        write_jsonl(tmp / "rejects.jsonl", rejects)
+    with atomic_path(paths.out, directory=True) as tmp, open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects:
+        metrics = {kind: prepare_kind(kind, p, tmp, rejects) for kind in IMPORTERS}
     provenance.write_metrics(paths.metrics, metrics)
     print(json.dumps(metrics))
 

@@ -112,3 +112,41 @@ def test_hf_sources_go_through_load_dataset(workdir, monkeypatch, source, call):
 def test_malformed_hf_source_is_named(workdir):
     with pytest.raises(SystemExit, match=r"hf:org/med:a:b:c: expected hf:org/name\[:config\]:split"):
         run_prepare(workdir, sft=["hf:org/med:a:b:c"])
+
+
+def test_invalid_utf8_names_file_and_line_or_is_a_counted_reject(workdir):
+    good = json.dumps(GOOD_SFT[1]).encode()
+    source = workdir / "latin1.jsonl"
+    source.write_bytes(good + b"\n" + '{"instruction": "Fièvre?", "output": "Oui"}'.encode("latin-1") + b"\n" + good)
+    with pytest.raises(SystemExit, match=r"latin1.jsonl:2: field '\(line\)': expected valid UTF-8 \(byte 0xe8 "):
+        run_prepare(workdir, sft=[str(source)])
+    metrics = run_prepare(workdir, on_error="skip", sft=[str(source)])
+    assert metrics["sft"]["read"] == 3 and metrics["sft"]["rejected"] == 1 and metrics["sft"]["duplicates"] == 1
+    assert read(workdir / "data/prepared/rejects.jsonl")[0]["line"] == 2
+
+
+def test_a_utf8_bom_is_accepted(workdir):
+    source = workdir / "bom.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_SFT[1]).encode() + b"\n")
+    text = workdir / "bom.txt"
+    text.write_bytes("\ufeff第一段。\n".encode())
+    metrics = run_prepare(workdir, sft=[str(source)], pretrain=[str(text)])
+    assert metrics["sft"]["rejected"] == 0 and metrics["sft"]["train"] + metrics["sft"]["validation"] == 1
+    prepared = read(workdir / "data/prepared/pretrain_train.jsonl") + read(
+        workdir / "data/prepared/pretrain_validation.jsonl")
+    assert prepared == [{"text": "第一段。"}]
+
+
+def test_a_source_without_records_is_named(workdir):
+    empty = write(workdir / "empty.jsonl", ["", "  "])
+    with pytest.raises(SystemExit, match=r"empty.jsonl: no records in it \(data.sft\)"):
+        run_prepare(workdir, sft=[write(workdir / "ok.jsonl", [json.dumps(GOOD_SFT[1])]), empty])
+
+
+def test_a_json_file_that_is_not_utf8_or_json_is_named(workdir):
+    (workdir / "a.json").write_bytes(b'[\n{"text": "caf\xe9"}]')
+    with pytest.raises(SystemExit, match=r"a.json:2: not valid UTF-8 \(byte 0xe9\)"):
+        run_prepare(workdir, pretrain=[str(workdir / "a.json")])
+    (workdir / "b.json").write_text('[\n{"text": "x"},\n]')
+    with pytest.raises(SystemExit, match=r"b.json:3: not valid JSON"):
+        run_prepare(workdir, pretrain=[str(workdir / "b.json")])

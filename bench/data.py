@@ -1,0 +1,133 @@
+"""`make bench-data`: the `prepare` stage on a large corpus, this checkout's code side by side with a baseline
+revision's (params.yaml `bench_data.baseline`), in one command: seconds, records/s and peak RSS of each.
+
+Two corpora, generated here: `records` ShareGPT conversations (JSONL, a few in a hundred repeated so deduplication
+has work) and a pretraining `.txt` file of `text_mb` MB (one document per line). Each run is a fresh process of the
+real stage (`python -m stages.prepare`, with the stage's own command-line files), its peak RSS from the kernel
+(wait4). Both revisions must give byte-identical outputs; the bench checks it. Writes reports/data_bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from io import BytesIO
+from pathlib import Path
+
+import yaml
+
+from medforge import params
+from medforge.io import write_json
+from medforge.provenance import device, git
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("头痛 发热 咳嗽 高血压 糖尿病 胸痛 腹泻 皮疹 失眠 哮喘 请 休息 多喝水 就医 检查 血常规 心内科 消化科 呼吸科 "
+         "fever cough headache hypertension diabetes rash insomnia asthma clinic rest fluids doctor").split()
+
+
+@dataclass
+class Params:
+    records: int  # ShareGPT conversations in the SFT corpus
+    text_mb: int  # size of the pretraining .txt corpus
+    baseline: str  # the revision to compare with (a commit, tag or branch)
+    out: str
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(WORDS, k=n))
+
+
+def write_corpora(directory: Path, p: Params) -> tuple[Path, Path]:
+    """The SFT JSONL (2% of conversations repeated) and the pretraining text, deterministic."""
+    rng = random.Random(0)
+    sft, text = directory / "sharegpt.jsonl", directory / "corpus.txt"
+    with open(sft, "w", encoding="utf-8") as f:
+        recent = []
+        for _ in range(p.records):
+            if recent and rng.random() < 0.02:
+                f.write(rng.choice(recent))
+                continue
+            turns = [{"from": speaker, "value": sentence(rng, rng.randint(8, 60))}
+                     for _ in range(rng.randint(1, 3)) for speaker in ("human", "gpt")]
+            line = json.dumps({"conversations": turns}, ensure_ascii=False) + "\n"
+            recent = [*recent[-99:], line]
+            f.write(line)
+    with open(text, "w", encoding="utf-8") as f:
+        while f.tell() < p.text_mb * 2**20:
+            f.write("\n".join(sentence(rng, rng.randint(20, 200)) for _ in range(1000)) + "\n")
+    return sft, text
+
+
+def checkout(revision: str, directory: Path) -> Path:
+    """The revision's code (`git archive` of stages/ and medforge/) in `directory`."""
+    archive = subprocess.run(["git", "archive", revision, "stages", "medforge"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
+    """One `prepare` run of `code` on `data` (params.yaml `data` overrides) in `workdir`: time, peak RSS, outputs."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"] |= data
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, *cmd[1:]], cwd=workdir, env={**os.environ, "PYTHONPATH": str(code)},
+                               stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status:
+        raise SystemExit(f"prepare failed in {workdir} (code {code})")
+    out = workdir / cmd[cmd.index("--out") + 1]
+    digest = hashlib.sha256()
+    for path in sorted(out.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    metrics = json.loads((workdir / cmd[cmd.index("--metrics") + 1]).read_text())
+    read = sum(m["read"] for k, m in metrics.items() if k != "provenance")
+    return {"seconds": round(seconds, 1), "records_per_second": round(read / seconds), "records": read,
+            "peak_rss_mb": round(usage.ru_maxrss / 1024), "outputs_sha256": digest.hexdigest()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    p = params.load("bench_data")
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        sft, text = write_corpora(scratch, p)
+        codes = {"baseline": checkout(p.baseline, scratch / "baseline"), "this checkout": ROOT}
+        corpora = {"sft": {"sft": [str(sft)], "pretrain": [], "preference": []},
+                   "pretrain": {"sft": [], "pretrain": [str(text)], "preference": []}}
+        results = {}
+        for corpus, data in corpora.items():
+            for name, code in codes.items():
+                workdir = scratch / f"{corpus}-{name.replace(' ', '-')}"
+                workdir.mkdir()
+                results.setdefault(corpus, {})[name] = run_prepare(code, workdir, data)
+                print(corpus, name, json.dumps(results[corpus][name]), flush=True)
+    for corpus, runs in results.items():
+        base, now = runs["baseline"], runs["this checkout"]
+        runs["identical_outputs"] = base["outputs_sha256"] == now["outputs_sha256"]
+        runs["speedup"] = round(base["seconds"] / now["seconds"], 2)
+        runs["peak_rss_ratio"] = round(now["peak_rss_mb"] / base["peak_rss_mb"], 3)
+    report = {"date": date.today().isoformat(), "machine": device(), "records": p.records, "text_mb": p.text_mb,
+              "baseline": f"{p.baseline} ({git('rev-parse', '--short', p.baseline)})",
+              "this_checkout": git("rev-parse", "--short", "HEAD"), **results}
+    write_json(p.out, report)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
