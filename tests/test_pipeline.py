@@ -1,8 +1,8 @@
 """End to end: the DVC pipeline on a shrunken tiny configuration in a temporary copy of the repository."""
 import json
+import time
 
 import pytest
-import time
 
 from tests.pipeline import ALIGNMENT, DVC, sh
 
