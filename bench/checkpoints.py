@@ -20,8 +20,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import yaml
-
 from medforge import params
 from medforge.io import write_json
 from medforge.provenance import device, stage_inputs
@@ -29,9 +27,7 @@ from medforge.provenance import device, stage_inputs
 
 def run(repo: Path, cmd: list[str], checkpoints: dict) -> dict:
     """The stage's command `cmd` in `repo` with params.yaml's `checkpoints` section changed to `checkpoints`."""
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["checkpoints"] |= checkpoints
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    params.write_overridden(repo / "params.yaml", {"checkpoints": checkpoints}, repo / "params.yaml")
     start = time.perf_counter()
     subprocess.run([sys.executable, *cmd[1:]], cwd=repo, check=True, env={**os.environ, "PYTHONPATH": str(repo)},
                    stdout=subprocess.DEVNULL)

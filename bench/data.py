@@ -79,9 +79,7 @@ def checkout(revision: str, directory: Path) -> Path:
 
 def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
     """One `prepare` run of `code` on `data` (params.yaml `data` overrides) in `workdir`: time, peak RSS, outputs."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"] |= data
-    (workdir / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    params.write_overridden(workdir / "params.yaml", {"data": data}, ROOT / "params.yaml")
     cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *cmd[1:]], cwd=workdir, env={**os.environ, "PYTHONPATH": str(code)},

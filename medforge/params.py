@@ -104,6 +104,19 @@ def load_raw(path: Path = PARAMS_FILE) -> dict:
         return yaml.safe_load(f) or {}
 
 
+def merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys merged in, section by section."""
+    for key, value in override.items():
+        base[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def write_overridden(target: Path, override: dict, source: Path = PARAMS_FILE) -> None:
+    """`target`: `source`'s params with `override` merged in (scratch copies in tests and benchmarks); every key
+    stays, since none has a default."""
+    Path(target).write_text(yaml.safe_dump(merge(load_raw(source), override), sort_keys=False, allow_unicode=True))
+
+
 def load(section: str, path: Path = PARAMS_FILE, **overrides):
     """params.yaml's `section` as its validated schema, with `overrides` (field: value) replacing fields."""
     raw = load_raw(path)

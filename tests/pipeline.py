@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from medforge import params
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
 SMALL = {
@@ -23,17 +25,10 @@ SMALL = {
 ALIGNMENT = ("ppo", "dpo", "orpo", "kto", "grpo")
 
 
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
 def set_params(repo: Path, override: dict, base: Path | None = None) -> None:
     """`repo`/params.yaml: `base`'s (default: its own) with `override` merged in; every key stays (none has a
     default)."""
-    params = merge(yaml.safe_load(((base or repo) / "params.yaml").read_text()), override)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    params.write_overridden(repo / "params.yaml", override, (base or repo) / "params.yaml")
 
 
 def stage_args(stage: str) -> list[str]:
