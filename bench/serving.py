@@ -3,8 +3,8 @@
 calling transformers `generate` in fp32 per request on the merged model the GGUF was made from (`python -m serve`
 on the model directory: same API, same guard, same system prompt).
 
-Each server in turn gets `--clients` concurrent clients for `--seconds`, each sending the held-out chat questions in
-a loop (greedy, at most `--max-tokens` new tokens). Reports errors, requests/s, p50/p99 latency and completion
+Each server in turn gets `--clients` concurrent clients (the official `openai` SDK, one client each) for `--seconds`,
+each sending the held-out chat questions in a loop (greedy, at most `--max-tokens` new tokens). Reports errors, requests/s, p50/p99 latency and completion
 tokens/s; writes reports/serving_bench.json.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager, suppress
 from datetime import date
 
+import openai
 import requests
 
 from medforge import params
@@ -76,16 +77,17 @@ def load(url: str, questions: list[str], clients: int, seconds: float, max_token
     deadline = start + seconds
 
     def client(offset: int):
-        session, i = requests.Session(), offset
+        sdk, i = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600), offset
         while time.perf_counter() < deadline:
-            body = {"messages": [{"role": "user", "content": questions[i % len(questions)]}],
-                    "max_tokens": max_tokens, "temperature": 0}
             sent = time.perf_counter()
             try:
-                reply = session.post(f"{url}/v1/chat/completions", json=body, timeout=600)
-                ok, used = reply.status_code == 200, reply.json().get("usage", {}).get("completion_tokens", 0)
-            except (requests.RequestException, ValueError):
+                reply = sdk.chat.completions.create(
+                    model="medforge", messages=[{"role": "user", "content": questions[i % len(questions)]}],
+                    max_completion_tokens=max_tokens, temperature=0)
+                ok, used = True, reply.usage.completion_tokens
+            except openai.APIError as e:
                 ok, used = False, 0
+                print(f"error: {e}", file=sys.stderr)
             with lock:
                 (latencies if ok else errors).append(time.perf_counter() - sent)
                 tokens.append(used)

@@ -4,7 +4,7 @@
 
 A .gguf file runs on llama.cpp; an HF model directory on vLLM where it is installed and a GPU is present (its own
 server, `vllm serve`), otherwise on transformers. Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions
-(streaming or not), GET / (chat page). Settings come from params.yaml `serve`; flags override them.
+(streaming or not; POST /v1/completions too on llama.cpp), GET / (chat page); docs/serving.md lists the parameters. Settings come from params.yaml `serve`; flags override them.
 Bound to anything but loopback, the server refuses to start without an API key (--api-key or MEDFORGE_API_KEY).
 """
 from __future__ import annotations
@@ -45,22 +45,24 @@ def build_app(s: Settings, api_key: str | None):
     """The ASGI app for `s.model`: the engine's app behind serve.guard.Guard, with /health and the chat page."""
     from fastapi.responses import HTMLResponse
 
-    from serve.backends import llama_cpp_app, transformers_app
+    from serve.api import openai_app
+    from serve.backends import LlamaCpp, Transformers
     from serve.guard import Guard
 
     path = Path(s.model)
     if not path.exists():
         raise SystemExit(f"serve.model: {path} does not exist (run `make quantize` for the GGUF, or pass MODEL=...)")
     if path.suffix == ".gguf":
-        app = llama_cpp_app(path, s.model_id, s.n_ctx, s.threads or max(1, (os.cpu_count() or 2) // 2))
+        engine = LlamaCpp(path, s.model_id, s.n_ctx, s.threads or max(1, (os.cpu_count() or 2) // 2))
     elif (path / "config.json").exists():
-        app = transformers_app(path, s.model_id)
+        engine = Transformers(path, s.model_id)
     else:
         raise SystemExit(f"serve.model: {path} is neither a .gguf file nor an HF model directory")
+    app = openai_app(engine, s.model_id)
     page = Path(__file__).with_name("chat.html").read_text(encoding="utf-8").replace("{{model_id}}", s.model_id)
     app.add_api_route("/health", lambda: {"status": "ok", "model": s.model_id}, methods=["GET"])
     app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
-    return Guard(app, s.model_id, api_key, s.system_prompt, s.max_body_bytes)
+    return Guard(app, engine, s.model_id, api_key, s.system_prompt, s.max_body_bytes)
 
 
 def exec_vllm(s: Settings, api_key: str | None) -> None:

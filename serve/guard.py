@@ -1,25 +1,66 @@
 """What every request to /v1/ passes before a backend sees it, the same for llama.cpp and transformers: the API key,
-a body that is JSON and not too large, a model id this server serves, and the default system prompt."""
+a route the engine serves, a body that is JSON and not too large, a model id this server serves, only fields the engine
+honours (serve.backends FIELDS) in range, OpenAI's current names mapped onto the engine's, and the default system
+prompt. Whatever fails gets an OpenAI-style 4xx naming the field."""
 from __future__ import annotations
 
 import hmac
 import json
 
-# Sampling parameters the backends would accept out of range (llama.cpp reads max_tokens <= 0 as "no limit"):
+# Values the engines would take out of range (llama.cpp reads max_tokens <= 0 as "no limit"), OpenAI's ranges:
 # name -> (lowest, highest, integers only)
-RANGES = {"max_tokens": (1, None, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False)}
+RANGES = {"max_tokens": (1, None, True), "max_completion_tokens": (1, None, True), "n": (1, 128, True),
+          "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False), "presence_penalty": (-2.0, 2.0, False),
+          "frequency_penalty": (-2.0, 2.0, False), "top_logprobs": (0, 20, True), "seed": (None, None, True)}
+EMBEDDINGS = ("this server does not serve embeddings: a chat model's mean-pooled hidden states make poor retrieval "
+              "vectors; run an embedding model (bge-m3, for one) beside it")
 
 
-def out_of_range(request: dict) -> str | None:
+def out_of_range(request: dict) -> tuple[str, str] | None:
     for name, (low, high, integer) in RANGES.items():
         value = request.get(name)
         if value is None:
             continue
         kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
-            span = f">= {low}" if high is None else f"in [{low}, {high}]"
-            return f"{name}: expected {'an integer' if integer else 'a number'} {span}, got {json.dumps(value)}"
+        if (isinstance(value, bool) or not isinstance(value, kind) or (low is not None and value < low)
+                or (high is not None and value > high)):
+            span = "" if low is None else f" >= {low}" if high is None else f" in [{low}, {high}]"
+            return name, f"{name}: expected {'an integer' if integer else 'a number'}{span}, got {json.dumps(value)}"
     return None
+
+
+def unknown_field(request: dict, fields: set[str]) -> tuple[str, str] | None:
+    """(field, message) for the first field the engine does not honour: 400, never silence."""
+    return next(((name, f"{name}: not supported by this server") for name in request if name not in fields), None)
+
+
+def unsupported(request: dict) -> tuple[str, str] | None:
+    """(field, message) for a value of a known field that neither engine serves."""
+    if request.get("n", 1) != 1:
+        return "n", f"n: this server returns one choice per request (got {request['n']}); send {request['n']} requests"
+    options = request.get("stream_options")
+    if options is not None:
+        if not request.get("stream"):
+            return "stream_options", "stream_options: only allowed when stream is true"
+        if not isinstance(options, dict) or set(options) - {"include_usage"} or not isinstance(
+                options.get("include_usage", False), bool):
+            return "stream_options", 'stream_options: expected {"include_usage": true|false}'
+    if request.get("top_logprobs") is not None and not request.get("logprobs"):
+        return "top_logprobs", "top_logprobs: requires logprobs: true"
+    if request.get("stream") and request.get("logprobs") is True:
+        return "logprobs", "logprobs: returned only when not streaming"
+    return None
+
+
+def normalise(request: dict) -> None:
+    """OpenAI's current names onto the engines': max_completion_tokens wins over the deprecated max_tokens (as in
+    vLLM), and response_format json_schema becomes llama.cpp's json_object with that schema."""
+    if request.get("max_completion_tokens") is not None:
+        request["max_tokens"] = request["max_completion_tokens"]
+    request.pop("max_completion_tokens", None)
+    form = request.get("response_format")
+    if isinstance(form, dict) and form.get("type") == "json_schema":
+        request["response_format"] = {"type": "json_object", "schema": (form.get("json_schema") or {}).get("schema")}
 
 
 def invalid(path: str, request: dict) -> str | None:
@@ -27,18 +68,17 @@ def invalid(path: str, request: dict) -> str | None:
     (its server would answer them with a 500)."""
     from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
     from pydantic import ValidationError
-    schema = {"/v1/chat/completions": CreateChatCompletionRequest, "/v1/completions": CreateCompletionRequest}.get(path)
+    schema = {"/v1/chat/completions": CreateChatCompletionRequest, "/v1/completions": CreateCompletionRequest}[path]
     try:
-        if schema:
-            schema.model_validate(request)
+        schema.model_validate(request)
     except ValidationError as e:
         return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:3])
     return None
 
 
-async def reply(send, status: int, message: str, code: str | None = None) -> None:
+async def reply(send, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
     """An OpenAI-style error: {"error": {"message", "type", "param", "code"}}."""
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -47,8 +87,8 @@ async def reply(send, status: int, message: str, code: str | None = None) -> Non
 
 
 class Guard:
-    def __init__(self, app, model_id: str, api_key: str | None, system_prompt: str, max_body_bytes: int):
-        self.app, self.model_id, self.api_key = app, model_id, api_key
+    def __init__(self, app, engine, model_id: str, api_key: str | None, system_prompt: str, max_body_bytes: int):
+        self.app, self.engine, self.model_id, self.api_key = app, engine, model_id, api_key
         self.system_prompt, self.max_body_bytes = system_prompt, max_body_bytes
 
     def authorized(self, scope) -> bool:
@@ -57,14 +97,34 @@ class Guard:
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         return hmac.compare_digest(header.encode(), f"Bearer {self.api_key}".encode())
 
-    def problem(self, path: str, request) -> tuple[int, str, str | None] | None:
+    def route_problem(self, scope) -> tuple[int, str, str] | None:
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/models":
+            return None if method == "GET" else (405, f"{method} {path}: use GET", "method_not_allowed")
+        if path in self.engine.FIELDS:
+            return None if method == "POST" else (405, f"{method} {path}: use POST", "method_not_allowed")
+        if path == "/v1/embeddings":
+            return 404, EMBEDDINGS, "unknown_url"
+        served = ", ".join(["/v1/models", *self.engine.FIELDS])
+        return 404, f"{path}: not served by this server ({self.engine.name}: {served})", "unknown_url"
+
+    def problem(self, path: str, request) -> tuple[int, str, str | None, str | None] | None:
+        """(status, message, code, param) of what is wrong with the request; None when it is fine. `request` is
+        normalised for the engine on the way (serve.guard.normalise)."""
         if not isinstance(request, dict):
-            return 400, "request body must be a JSON object", None
+            return 400, "request body must be a JSON object", None, None
         model = request.get("model")
         if model is not None and model != self.model_id:
-            return 404, f"model {model!r} not found; this server serves {self.model_id!r}", "model_not_found"
-        if message := out_of_range(request) or invalid(path, request):
-            return 400, message, "invalid_value"
+            return 404, f"model {model!r} not found; this server serves {self.model_id!r}", "model_not_found", "model"
+        if found := unknown_field(request, self.engine.FIELDS[path]):
+            return 400, found[1], "unsupported_parameter", found[0]
+        if found := out_of_range(request):
+            return 400, found[1], "invalid_value", found[0]
+        if found := unsupported(request) or self.engine.unsupported(request):
+            return 400, found[1], "unsupported_parameter", found[0]
+        normalise(request)
+        if message := invalid(path, request):
+            return 400, message, "invalid_value", None
         return None
 
     def add_system_prompt(self, request: dict) -> None:
@@ -78,6 +138,8 @@ class Guard:
         if not self.authorized(scope):
             return await reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                 code="invalid_api_key")
+        if problem := self.route_problem(scope):
+            return await reply(send, *problem)
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         body = b""

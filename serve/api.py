@@ -1,0 +1,85 @@
+"""OpenAI's HTTP API over one engine (serve.backends), the same for both: GET /v1/models and each route in the
+engine's FIELDS, streamed as server-sent events when asked. One generation runs at a time, in arrival order, in a
+worker thread that holds the engine; a client that goes away mid-stream stops its generation at the next chunk.
+
+No `from __future__ import annotations` here: FastAPI must see `Request` in the route's signature.
+"""
+import json
+import queue
+import threading
+
+END = object()
+
+
+def error(status: int, message: str, param=None):
+    from fastapi.responses import JSONResponse
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": None}}, status_code=status)
+
+
+def openai_app(engine, model_id: str):
+    from fastapi import FastAPI, Request
+    from sse_starlette.sse import EventSourceResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from serve.backends import ClientError
+
+    app = FastAPI(title=f"medforge ({engine.name})")
+    engine_lock = threading.Lock()
+
+    def complete(path: str, request: dict):
+        with engine_lock:
+            return engine.complete(path, request)
+
+    def stream(path: str, request: dict, chunks: queue.Queue, cancelled: threading.Event) -> None:
+        """Put the engine's chunks on `chunks`, then END; an exception in place of the rest."""
+        with engine_lock:
+            iterator = engine.stream(path, request)
+            try:
+                for chunk in iterator:
+                    chunks.put(chunk)
+                    if cancelled.is_set():
+                        break
+            except Exception as e:  # noqa: BLE001 (handed to the request)
+                chunks.put(e)
+            finally:
+                iterator.close()
+                chunks.put(END)
+
+    def route(path: str):
+        async def create(request: Request):
+            body = await request.json()  # serve.guard has checked it
+            try:
+                if not body.get("stream"):
+                    return await run_in_threadpool(complete, path, body)
+                chunks, cancelled = queue.Queue(), threading.Event()
+                threading.Thread(target=stream, args=(path, body, chunks, cancelled), daemon=True).start()
+                first = await run_in_threadpool(chunks.get)
+                if isinstance(first, Exception):
+                    raise first
+            except ClientError as e:
+                return error(e.status, e.message, e.param)
+            usage = (body.get("stream_options") or {}).get("include_usage", False)
+
+            async def events():
+                try:
+                    chunk = first
+                    while chunk is not END:
+                        if isinstance(chunk, Exception):
+                            raise chunk
+                        if chunk["choices"] or usage:  # the engine's last chunk is the usage
+                            yield json.dumps(chunk)
+                        chunk = await run_in_threadpool(chunks.get)
+                    yield "[DONE]"
+                finally:
+                    cancelled.set()
+            return EventSourceResponse(events(), sep="\n")
+        return create
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "medforge"}]}
+
+    for path in engine.FIELDS:
+        app.add_api_route(path, route(path), methods=["POST"])
+    return app
