@@ -79,7 +79,7 @@ class LlamaCpp:
         self.model_id = model_id
         self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                            verbose=False)
-        self.usage = {}
+        self.usage, self.generated = {}, []  # of the last generation (one runs at a time: serve.api)
         self.llama.generate = self.counting(self.llama.generate)
 
     def counting(self, generate):
