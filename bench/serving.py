@@ -4,8 +4,8 @@ calling transformers `generate` in fp32 per request on the merged model the GGUF
 on the model directory: same API, same guard, same system prompt).
 
 Each server in turn gets `--clients` concurrent clients (the official `openai` SDK, one client each) for `--seconds`,
-each sending the held-out chat questions in a loop (greedy, at most `--max-tokens` new tokens). Reports errors, requests/s, p50/p99 latency and completion
-tokens/s; writes reports/serving_bench.json.
+each sending the held-out chat questions in a loop (greedy, at most `--max-tokens` new tokens). Reports errors,
+requests/s, p50/p99 latency and completion tokens/s; writes reports/serving_bench.json.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 
 A .gguf file runs on llama.cpp; an HF model directory on vLLM where it is installed and a GPU is present (its own
 server, `vllm serve`), otherwise on transformers. Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions
-(streaming or not; POST /v1/completions too on llama.cpp), GET / (chat page); docs/serving.md lists the parameters. Settings come from params.yaml `serve`; flags override them.
+(streaming or not; POST /v1/completions too on llama.cpp), GET / (chat page); docs/serving.md lists the parameters.
+Settings come from params.yaml `serve`; flags override them.
 Bound to anything but loopback, the server refuses to start without an API key (--api-key or MEDFORGE_API_KEY).
 """
 from __future__ import annotations

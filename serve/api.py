@@ -11,18 +11,14 @@ import threading
 END = object()
 
 
-def error(status: int, message: str, param=None):
-    from fastapi.responses import JSONResponse
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                   "code": None}}, status_code=status)
-
-
 def openai_app(engine, model_id: str):
     from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
     from sse_starlette.sse import EventSourceResponse
     from starlette.concurrency import run_in_threadpool
 
     from serve.backends import ClientError
+    from serve.guard import error_body
 
     app = FastAPI(title=f"medforge ({engine.name})")
     engine_lock = threading.Lock()
@@ -58,7 +54,7 @@ def openai_app(engine, model_id: str):
                 if isinstance(first, Exception):
                     raise first
             except ClientError as e:
-                return error(e.status, e.message, e.param)
+                return JSONResponse(error_body(e.message, param=e.param), status_code=e.status)
             usage = (body.get("stream_options") or {}).get("include_usage", False)
 
             async def events():

@@ -127,7 +127,7 @@ class LlamaCpp:
         kwargs = {**self.arguments(path, request), "logprobs": None, "top_logprobs": None,
                   "logits_processor": llama_cpp.LogitsProcessorList([record])}
         reply = self.llama.create_chat_completion(**kwargs)
-        decode = lambda token: self.llama.detokenize([token]).decode("utf-8", errors="replace")  # noqa: E731
+        decode = lambda token: self.llama.detokenize([token]).decode("utf-8", errors="replace")
         reply["choices"][0]["logprobs"] = logprobs_content(steps, self.generated, request.get("top_logprobs") or 0,
                                                            decode)
         return reply
@@ -240,24 +240,30 @@ class Transformers:
         return {"prompt_tokens": prompt.shape[1], "completion_tokens": completion_tokens,
                 "total_tokens": prompt.shape[1] + completion_tokens}
 
+    def finish(self, new, max_new_tokens: int, cut: bool) -> tuple[int, str]:
+        """(completion tokens, finish_reason) of the generated ids `new`, `cut` if a stop string ended the text.
+        llama.cpp neither returns nor counts the end-of-turn token, so neither does this."""
+        ended = new.shape[0] > 0 and new[-1].item() in self.end_ids
+        count = new.shape[0] - ended
+        return count, "stop" if ended or cut or count < max_new_tokens else "length"
+
     def complete(self, path: str, request: dict) -> dict:
         import torch
         body, prompt, kwargs, cid = self.prepare(request)
         with torch.no_grad():
             out = self.model.generate(**kwargs, return_dict_in_generate=True, output_logits=bool(body.logprobs))
         new = out.sequences[0, prompt.shape[1]:]
-        ended = new.shape[0] > 0 and new[-1].item() in self.end_ids
-        new = new[:-1] if ended else new  # llama.cpp neither returns nor counts the end-of-turn token
         decoded = self.tokenizer.decode(new, skip_special_tokens=True)
         text = "".join(until_stop(iter([decoded]), stops(body)))
-        finished = ended or new.shape[0] < kwargs["max_new_tokens"] or text != decoded
+        count, finish = self.finish(new, kwargs["max_new_tokens"], cut=text != decoded)
+        new = new[:count]
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "logprobs": logprobs_content([log_softmax(step[0].float().numpy()) for step in out.logits],
                                                new.tolist(), body.top_logprobs or 0,
                                                lambda token: self.tokenizer.decode([token])) if body.logprobs else None,
-                  "finish_reason": "stop" if finished else "length"}
+                  "finish_reason": finish}
         return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": self.model_id,
-                "choices": [choice], "usage": self.usage(prompt, new.shape[0])}
+                "choices": [choice], "usage": self.usage(prompt, count)}
 
     def stream(self, path: str, request: dict) -> Iterator[dict]:
         import torch
@@ -297,9 +303,7 @@ class Transformers:
             thread.join()
         if "error" in generated:
             raise generated["error"]
-        new = generated["sequence"]
-        ended = new.shape[0] > 0 and new[-1].item() in self.end_ids
-        count = new.shape[0] - ended
-        cut = any(stop in "".join(raw) for stop in stops(body))
-        yield chunk({}, "stop" if ended or cut or count < kwargs["max_new_tokens"] else "length")
+        count, finish = self.finish(generated["sequence"], kwargs["max_new_tokens"],
+                                    cut=any(stop in "".join(raw) for stop in stops(body)))
+        yield chunk({}, finish)
         yield {**chunk({}), "choices": [], "usage": self.usage(prompt, count)}

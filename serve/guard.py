@@ -76,9 +76,13 @@ def invalid(path: str, request: dict) -> str | None:
     return None
 
 
-async def reply(send, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
+def error_body(message: str, code: str | None = None, param: str | None = None) -> dict:
     """An OpenAI-style error: {"error": {"message", "type", "param", "code"}}."""
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+async def reply(send, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
+    body = json.dumps(error_body(message, code, param))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
