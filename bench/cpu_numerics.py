@@ -1,10 +1,10 @@
 """`make bench-cpu-numerics`: which CPU kernel choices change the training numbers, side by side in one command.
 
-The SFT stage (its params, `sft.init`, the prepared data) trains `--steps` steps in a fresh process per variant: this
-CPU's own kernels, then each variable that picks other kernels (PyTorch's ATEN_CPU_CAPABILITY, oneDNN's
-ONEDNN_MAX_CPU_ISA, MKL's MKL_CBWR), another thread count, and bf16 autocast (what `bf16: auto` chose on CPUs with
-AVX512-BF16 before). Each variant's per-step losses are compared with the first's: bitwise, and the largest relative
-difference. Writes reports/cpu_numerics_bench.json.
+The SFT stage (its params, `sft.init`, the prepared data) trains `--steps` steps in a fresh process per variant:
+medforge's own setting (AVX2 kernels in PyTorch, oneDNN and MKL: medforge/__init__.py), this CPU's own widest
+kernels (no pins), each library left to pick its own alone, PyTorch's unvectorised kernels, MKL's compatible code
+path, another thread count, and bf16 autocast. Each variant's per-step losses are compared with the first's:
+bitwise, and the largest relative difference. Writes reports/cpu_numerics_bench.json.
 """
 from __future__ import annotations
 
@@ -18,18 +18,28 @@ import tempfile
 import time
 from datetime import date
 
+from medforge import CPU_KERNELS
 from medforge.io import write_json
 from medforge.provenance import device
 
-VARIANTS = {
-    "this CPU": {},
-    "ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},  # PyTorch's unvectorised kernels
-    "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "ONEDNN_MAX_CPU_ISA=AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
-    "1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-    "bf16 autocast": {"MEDFORGE_BENCH_BF16": "1"},
-}
+
+
+def variants() -> dict[str, dict]:
+    """Each variant's environment; "this CPU's own" asks each library for what it would pick unpinned (PyTorch's
+    capability read in a process that does not import medforge: asking for one the CPU lacks would crash)."""
+    own = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                         env={k: v for k, v in os.environ.items() if k not in CPU_KERNELS}, capture_output=True,
+                         text=True, check=True).stdout.strip().lower()
+    unpinned = {"ATEN_CPU_CAPABILITY": own, "ONEDNN_MAX_CPU_ISA": "ALL", "MKL_CBWR": "AUTO"}
+    return {
+        "medforge (AVX2 kernels)": {},
+        f"this CPU's own ({own}, no pins)": unpinned,
+        **{f"{name}={value} alone": {name: value} for name, value in unpinned.items()},
+        "ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},  # PyTorch's unvectorised kernels
+        "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
+        "1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        "bf16 autocast": {"MEDFORGE_BENCH_BF16": "1"},
+    }
 
 
 def train(steps: int) -> dict:
@@ -56,19 +66,19 @@ def main() -> None:
         print("RESULT " + json.dumps(train(args.steps)))
         return
     results = {}
-    for name, env in VARIANTS.items():
+    for name, env in variants().items():
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "bench.cpu_numerics", "--worker", "--steps", str(args.steps)],
                              env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
         results[name] = json.loads(out.split("RESULT ", 1)[1]) | {"wall_seconds": round(time.perf_counter() - start)}
-    reference = results["this CPU"]["losses"]
+    reference = next(iter(results.values()))["losses"]
     for r in results.values():
         r["bitwise_equal"] = r["losses"] == reference
         r["max_relative_difference"] = max(abs(a - b) / abs(b) for a, b in zip(r["losses"], reference))
     report = {"date": date.today().isoformat(), "machine": device(), "steps": args.steps, "variants": results}
     write_json("reports/cpu_numerics_bench.json", report)
     for name, r in results.items():
-        print(f"{name:30} bitwise equal: {r['bitwise_equal']!s:5}  max relative loss difference "
+        print(f"{name:40} bitwise equal: {r['bitwise_equal']!s:5}  max relative loss difference "
               f"{r['max_relative_difference']:.1e}  {r['seconds_per_step']} s/step")
 
 

@@ -101,7 +101,17 @@ def environment() -> dict:
             **{f"{lock.replace('.', '_').replace('-', '_')}_sha256": sha256(lock) for lock in LOCKS
                if Path(lock).exists() and (lock == LOCKS[0] or torch.cuda.is_available())},
             "python": platform.python_version(), "libraries": versions,
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "device": device()}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None, "device": device(),
+            "cpu_kernels": cpu_kernels()}
+
+
+def cpu_kernels() -> dict:
+    """The CPU kernels this process runs (medforge pins AVX2: medforge/__init__.py) and its thread count: with the
+    same kernels and threads, CPUs give the same numbers bit for bit."""
+    import torch
+    from medforge import CPU_KERNELS
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            **{name: os.environ.get(name) for name in CPU_KERNELS}}
 
 
 def stage_inputs(stage: str) -> dict | None:
