@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from transformers import TrainerCallback, set_seed
 
-from medforge import modelcard, provenance
+from medforge import chat, modelcard, provenance
 from medforge.checkpoints import SaveCheckpoints, checkpoint_params, clear, last_checkpoint, run_dir
 from medforge.io import atomic_path, count_records, read_jsonl
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
@@ -185,18 +185,28 @@ def trainer_class(chunked: bool):
 
 def make_trainer(p: SFTParams, train_records: list[dict], eval_records: list[dict] | None, output_dir: str,
                  assistant_only_loss: bool, mp: ModelParams, callbacks=()):
-    """TRL SFTTrainer from `p.init`: LoRA/QLoRA/full, packing, loss masked to assistant turns when asked."""
+    """TRL SFTTrainer from `p.init`: LoRA/QLoRA/full, packing, loss masked to assistant turns when asked (the
+    conversations tokenized here under the model's own template, medforge.chat; TRL builds labels from the mask)."""
     from datasets import Dataset
     from trl import SFTConfig
 
+    tokenizer = load_tokenizer(p.init, mp)
+
+    def dataset(records):
+        if assistant_only_loss:
+            try:
+                records = [chat.tokenize(tokenizer, r["messages"]) for r in records]
+            except chat.TemplateError as e:  # a property of the checkpoint, not of one record: one line
+                raise SystemExit(f"{p.init}: {e}") from None
+        return Dataset.from_list(records)
+
     args = SFTConfig(**training_args(p, output_dir), max_length=p.max_length, packing=p.packing,
                      packing_strategy=p.packing_strategy, padding_free=p.padding_free,
-                     assistant_only_loss=assistant_only_loss, include_num_input_tokens_seen="non_padding")
+                     include_num_input_tokens_seen="non_padding")
     trainer_cls = trainer_class(chunked_lm_head(p.chunked_lm_head))
-    return trainer_cls(model=load_trainable(p, mp), args=args, train_dataset=Dataset.from_list(train_records),
-                       eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-                       processing_class=load_tokenizer(p.init, mp), peft_config=peft_config(p),
-                       callbacks=list(callbacks))
+    return trainer_cls(model=load_trainable(p, mp), args=args, train_dataset=dataset(train_records),
+                       eval_dataset=dataset(eval_records) if eval_records else None, processing_class=tokenizer,
+                       peft_config=peft_config(p), callbacks=list(callbacks))
 
 
 def is_main_process() -> bool:

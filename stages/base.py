@@ -15,16 +15,10 @@ from medforge.paths import stage_paths
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# ChatML with {% generation %} markers so transformers/TRL can mask the loss to assistant tokens;
-# the assistant's <|im_end|> is inside the markers so the model learns to stop.
+# ChatML; <|im_end|>, the eos, ends each turn: the assistant's is trained on (medforge.chat finds its tokens).
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{- '\\n' }}"
-    "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
