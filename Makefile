@@ -21,6 +21,9 @@ MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29500
 export DIST NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT
 
+# The real families' vocabularies and chat templates, for their fixtures (medforge/fixtures.py).
+LLAMA_FIXTURE_FILES = '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
+	'*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' '*/vendor/llama.cpp/models/templates'
 # llama-cpp-python compiles from source (no wheels on PyPI), portable: the default -march=native build crashes on
 # quantized models on some CPUs. Its converter ships only in that source: unpack it, at the same version, to .venv.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
@@ -29,6 +32,7 @@ LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-c
 	   -d $(VENV)/src \
 	&& tar -xzf $(VENV)/src/llama_cpp_python-*.tar.gz -C $(VENV) --strip-components=2 --wildcards \
 	   '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
+	   $(LLAMA_FIXTURE_FILES) \
 	&& rm -rf $(VENV)/src $(VENV)/llama-cpp.txt
 
 # GPU-only extras (DeepSpeed, Liger kernels); DeepSpeed's CUDA ops compile on first use, not at install.

@@ -28,6 +28,8 @@ RUN grep '^llama_cpp_python==' requirements.lock > llama-cpp.txt \
        -r llama-cpp.txt -d src \
     && tar -xzf src/llama_cpp_python-*.tar.gz -C /opt/venv --strip-components=2 --wildcards \
        '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
+       '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' '*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' \
+       '*/vendor/llama.cpp/models/templates' \
     && rm -rf /tmp/lock
 
 # Any uid can run it (make docker-sft passes yours): HOME is writable by all, and USER answers getpass.getuser() (DVC,

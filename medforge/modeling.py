@@ -102,9 +102,9 @@ def load_model(path: str | Path, mp: ModelParams, bits: int | None = None, head:
     if torch.cuda.is_available():
         kwargs["device_map"] = device_map()
     if not is_adapter(path):
-        if head == "reward":
-            return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        auto = AutoModelForSequenceClassification if head == "reward" else AutoModelForCausalLM
+        return without_bf16_cpu_kernel(auto.from_pretrained(path, **({"num_labels": 1} if head == "reward" else {}),
+                                                            **kwargs))
     from peft import PeftConfig, PeftModel
     config = PeftConfig.from_pretrained(path)
     if head != "causal_lm":  # e.g. an SFT adapter under a new reward head: fold the weights in, whatever the task
@@ -114,6 +114,17 @@ def load_model(path: str | Path, mp: ModelParams, bits: int | None = None, head:
     # The model is `path` now: an adapter trained on it records `path` as its base (peft reads name_or_path).
     merged.name_or_path = merged.config.name_or_path = str(path)
     return merged.requires_grad_(not bits)  # peft froze the base; full fine-tuning from here must train it all
+
+
+def without_bf16_cpu_kernel(model):
+    """bitsandbytes repacks a 4-bit layer for its AVX512-BF16 kernel the first time it runs without gradients on a
+    CPU that has the instruction: numbers other CPUs do not give (medforge pins one set of CPU kernels), and in
+    bitsandbytes 0.50.2 the next training pass then fails ("a view of a leaf Variable ... in-place"), as when DPO
+    computes its reference log-probabilities before the first step. Switched off."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 @torch.no_grad()

@@ -46,6 +46,11 @@ def convert(source: Path, out: Path) -> None:
         raise SystemExit(f"{CONVERTER}/convert_hf_to_gguf.py missing: run `make setup` (it unpacks llama.cpp's "
                          f"converter from the pinned llama-cpp-python source)")
     sys.path[:0] = [str(CONVERTER), str(CONVERTER / "gguf-py")]
+    # The converter needs the gguf-py it ships with (ahead of PyPI's gguf of the same version number, which
+    # transformers imports to read GGUF vocabularies: medforge.fixtures); forget that one if it was loaded.
+    for name in [m for m in sys.modules if m.split(".")[0] == "gguf"]:
+        if not str(getattr(sys.modules[name], "__file__", "")).startswith(str(CONVERTER)):
+            del sys.modules[name]
     import convert_hf_to_gguf
     from conversion.base import TextModel
 

@@ -44,6 +44,19 @@ def tiny_qwen2_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_family_dir(tmp_path_factory):
+    """A function family -> its fixture (medforge/fixtures.py), each built once a session."""
+    from medforge import fixtures
+    built = {}
+
+    def build(family: str):
+        if family not in built:
+            built[family] = fixtures.build(family, tmp_path_factory.mktemp(family))
+        return built[family]
+    return build
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
     """The tiny model as an f16 GGUF, by llama.cpp's converter as the `gguf` stage runs it."""
     from stages.gguf import convert
