@@ -41,13 +41,20 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all preset env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
+# `make all PRESET=qwen2.5-7b-qlora` first writes that preset into params.yaml (see `preset`).
 all: $(STAMP)
+	$(if $(PRESET),$(BIN)/python -m medforge.presets $(PRESET))
 	$(BIN)/dvc repro report
 	@echo; echo "Evaluation (reports/eval.md, plot: plots/eval.png):"; cat reports/eval.md
 	@echo; $(BIN)/python -m medforge.provenance times metrics models
+
+# A ready configuration for a real checkpoint (configs/presets/NAME.yaml; `make preset` lists them) written into
+# params.yaml, where make, dvc repro and dvc exp run all read it; `git checkout params.yaml` goes back.
+preset: $(STAMP)
+	$(BIN)/python -m medforge.presets $(PRESET)
 
 # What every artifact's provenance records of this machine: commit, locks, libraries, device.
 env: $(STAMP)

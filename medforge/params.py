@@ -104,17 +104,50 @@ def load_raw(path: Path = PARAMS_FILE) -> dict:
         return yaml.safe_load(f) or {}
 
 
-def merge(base: dict, override: dict) -> dict:
-    """`base` with `override`'s keys merged in, section by section."""
+def write_overridden(target: Path, override: dict, source: Path = PARAMS_FILE) -> list[str]:
+    """`target`: `source` with `override`'s values put in (scratch copies in tests and benchmarks, presets), its
+    comments and layout kept, so the diff shows only the values that changed; returns them (`key: old -> new`).
+    Every key exists in `source` (none has a default): one it lacks is an error naming it."""
+    import io
+
+    from ruamel.yaml import YAML
+    writer = YAML()
+    writer.width = 120
+    writer.indent(mapping=2, sequence=2, offset=0)
+    writer.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    writer.representer.add_representer(float, _float)
+    data = writer.load(Path(source).read_text(encoding="utf-8"))
+    changed = _put(data, override, "")
+    text = io.StringIO()
+    writer.dump(data, text)
+    Path(target).write_text(text.getvalue(), encoding="utf-8")
+    return changed
+
+
+def _float(representer, value: float):
+    """1e-05 as 1.0e-05: the YAML 1.1 that PyYAML (load_raw) reads takes an exponent without a dot for a string."""
+    text = repr(value)
+    return representer.represent_scalar("tag:yaml.org,2002:float",
+                                        text.replace("e", ".0e") if "e" in text and "." not in text else text)
+
+
+def _put(node, override: dict, prefix: str) -> list[str]:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    changed = []
     for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
-def write_overridden(target: Path, override: dict, source: Path = PARAMS_FILE) -> None:
-    """`target`: `source`'s params with `override` merged in (scratch copies in tests and benchmarks); every key
-    stays, since none has a default."""
-    Path(target).write_text(yaml.safe_dump(merge(load_raw(source), override), sort_keys=False, allow_unicode=True))
+        if key not in node:
+            raise ParamsError(f"{prefix}{key}: unknown key")
+        old = node[key]
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed += _put(old, value, f"{prefix}{key}.")
+            continue
+        if old != value:
+            changed.append(f"{prefix}{key}: {old!r} -> {value!r}")
+        if isinstance(value, (list, dict)) and hasattr(old, "fa") and old.fa.flow_style():  # as it was written
+            value = CommentedSeq(value) if isinstance(value, list) else CommentedMap(value)
+            value.fa.set_flow_style()
+        node[key] = value
+    return changed
 
 
 def load(section: str, path: Path = PARAMS_FILE, **overrides):

@@ -46,17 +46,28 @@ def sh(*args, cwd):
 
 def make_repo(path: Path) -> Path:
     """A git repository of the working tree's files with the SMALL params, the whole pipeline run once."""
+    checkout(path)
+    set_params(path, SMALL)
+    return commit_and_repro(path)
+
+
+def checkout(path: Path) -> Path:
+    """The working tree's files (tracked, and untracked ones git does not ignore) copied to `path`."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, path / name)
-    set_params(path, SMALL)
+    return path
+
+
+def commit_and_repro(path: Path, *targets: str) -> Path:
+    """`path` made a git repository of its files, then `dvc repro` (of `targets`, default every stage)."""
     sh("git", "init", "-q", cwd=path)
     sh("git", "add", "-A", cwd=path)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tree", cwd=path)
-    sh(str(DVC), "repro", cwd=path)
+    sh(str(DVC), "repro", *targets, cwd=path)
     return path
 
 
