@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import requests
 
 from medforge import params
 from medforge.io import write_json
+from medforge.provenance import device
 
 
 def free_port() -> int:
@@ -123,7 +123,7 @@ def main() -> None:
             results[name] = {"model": model, **load(url, questions, args.clients, args.seconds, args.max_tokens)}
         print(name, results[name], flush=True)
     fast, naive = results.values()
-    report = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    report = {"date": str(date.today()), "machine": device(),
               "clients": args.clients, "seconds": args.seconds, "max_tokens": args.max_tokens, "results": results,
               "requests_per_s_ratio": round(fast["requests_per_s"] / naive["requests_per_s"], 2),
               "tokens_per_s_ratio": round(fast["completion_tokens_per_s"] / naive["completion_tokens_per_s"], 2)}
