@@ -2,8 +2,6 @@
 import json
 import time
 
-import pytest
-
 from tests.pipeline import ALIGNMENT, DVC, sh
 
 
@@ -36,8 +34,6 @@ def test_pipeline_writes_models_metrics_and_report(repo):
     assert data["sft"]["rejected"] == 0 and data["sft"]["train"] > 0 and data["sft"]["validation"] > 0
 
 
-@pytest.mark.xfail(reason="issue 21: no-op `dvc repro` measured 7.4 s on the 2-core machine at 1c4bab6 "
-                          "against the 3 s target; cause not found yet", strict=False)
 def test_noop_repro_is_fast_and_runs_nothing(repo):
     seconds = []
     for _ in range(2):  # the first run may read DVC's and Python's files from disk; the best of two is the figure
