@@ -8,14 +8,13 @@ default. Every section is validated before params.yaml is replaced: a preset wit
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from medforge import params
+from medforge.io import atomic_path
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
 
@@ -34,19 +33,14 @@ def read(name: str) -> dict:
 def apply(name: str, override: dict | None = None, path: Path = params.PARAMS_FILE) -> list[str]:
     """Write preset `name` (then `override`, e.g. a test's checkpoint and sizes) into `path`; returns the changes."""
     preset = read(name)
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".yaml", delete=False) as tmp:
-        pass
     try:
-        changed = params.write_overridden(Path(tmp.name), preset, path)
-        changed += params.write_overridden(Path(tmp.name), override or {}, Path(tmp.name))
-        for section in params.SCHEMAS:
-            params.load(section, Path(tmp.name))
-        os.replace(tmp.name, path)
+        with atomic_path(path) as tmp:
+            changed = params.write_overridden(tmp, preset, path)
+            changed += params.write_overridden(tmp, override or {}, tmp)
+            for section in params.SCHEMAS:
+                params.load(section, tmp)
     except params.ParamsError as e:
         raise SystemExit(f"preset {name}: {e}") from None
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
     return changed
 
 

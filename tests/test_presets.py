@@ -3,11 +3,12 @@
 the preset says (QLoRA, LoRA, full fine-tuning, skipped PT, gradient checkpointing). `make all`'s target, `report`,
 must run through: prepare, base, [PT], SFT, DPO, merge, GGUF, eval."""
 import json
+import shutil
 
 import pytest
 
-from medforge import presets
-from tests.pipeline import checkout, commit_and_repro
+from medforge import params, presets
+from tests.pipeline import ROOT, checkout, commit_and_repro
 
 FAMILY = {"Qwen/Qwen2.5-": "qwen2.5", "Qwen/Qwen3-": "qwen3", "meta-llama/Llama-3.1-": "llama3.1"}
 TRAINING = {"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128, "logging_steps": 1}
@@ -42,3 +43,19 @@ def test_every_preset_runs_end_to_end_on_its_fixture(name, real_family_dir, tmp_
     assert (merged / "chat_template.jinja").read_text() == (fixture / "chat_template.jinja").read_text()
     assert json.loads((merged / "generation_config.json").read_text())["eos_token_id"] == \
         json.loads((fixture / "generation_config.json").read_text())["eos_token_id"]
+
+
+def test_a_preset_changes_only_its_values_and_a_bad_one_changes_nothing(tmp_path):
+    target = shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    before = target.read_text().splitlines()
+    changed = presets.apply("qwen2.5-7b-qlora", path=target)
+    after = target.read_text().splitlines()
+    # each changed value rewrites its own line, comments included; nothing else moves
+    assert len(after) == len(before) and sum(a != b for a, b in zip(before, after)) == len(changed) > 10
+    assert params.load("sft", target).finetuning == "qlora" and params.load("model", target).base.startswith("Qwen/")
+    written = target.read_text()
+    for bad, message in (({"sft": {"lora": {"rank": 3}}}, "sft.lora.rank: unknown key"),
+                         ({"sft": {"epochs": "one"}}, "sft.epochs: expected float")):
+        with pytest.raises(SystemExit, match=message):
+            presets.apply("qwen2.5-7b-lora", bad, target)
+        assert target.read_text() == written
