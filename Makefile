@@ -24,6 +24,7 @@ export DIST NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT
 # The real families' vocabularies and chat templates, for their fixtures (medforge/fixtures.py).
 LLAMA_FIXTURE_FILES = '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
 	'*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' '*/vendor/llama.cpp/models/templates'
+
 # llama-cpp-python compiles from source (no wheels on PyPI), portable: the default -march=native build crashes on
 # quantized models on some CPUs. Its converter ships only in that source: unpack it, at the same version, to .venv.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
