@@ -42,7 +42,7 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all preset env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 # `make all PRESET=qwen2.5-7b-qlora` first writes that preset into params.yaml (see `preset`).
@@ -106,6 +106,11 @@ quantize: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/dvc repro report quantization
 	@cat reports/quantization.md
+
+# Peak GPU memory and tokens/s of each training stage, estimated for params.yaml on a GPU: `make plan GPU=l4-24g`,
+# `make plan GPU_GB=24`; with DIST and NPROC as for training. Says which knob to turn when a stage does not fit.
+plan: $(STAMP)
+	$(BIN)/python -m medforge.plan $(if $(GPU),--gpu $(GPU)) $(if $(GPU_GB),--gpu-gb $(GPU_GB))
 
 # params.yaml `serve:` says what and where; `make serve HOST=0.0.0.0 PORT=8000 MODEL=models/merged/dpo` overrides.
 # Beyond loopback it needs MEDFORGE_API_KEY.

@@ -105,10 +105,11 @@ def test_sft_on_such_a_template_stops_in_one_line(real_family_dir, tmp_path):
         make_trainer(p, [{"messages": TURNS}], None, str(tmp_path / "out"), assistant_only_loss=True, mp=FP32)
 
 
-def test_sft_with_lora_trains_on_the_assistant_tokens(family, tmp_path):
+@pytest.mark.parametrize("finetuning", ["lora", "qlora"])
+def test_sft_trains_on_the_assistant_tokens(family, finetuning, tmp_path):
     from medforge.train import make_trainer
     name, path = family
-    p = params.load("sft", init=str(path), finetuning="lora", packing=False, max_length=256, batch_size=3,
+    p = params.load("sft", init=str(path), finetuning=finetuning, packing=False, max_length=256, batch_size=3,
                     max_steps=2, logging_steps=1, epochs=1)
     records = [{"messages": m} for m in CONVERSATIONS.values()]
     trainer = make_trainer(p, records, None, str(tmp_path), assistant_only_loss=True, mp=FP32)
@@ -160,6 +161,28 @@ def test_llama_cpp_tokenizes_and_scores_like_transformers(family, gguf):
     # the tolerance of the tiny model's GGUF test (tests/test_gguf.py)
     assert abs(got - expected).max() <= 2e-3 * (expected.max() - expected.min())
     assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.98
+
+
+def test_the_served_reply_ends_on_the_end_of_turn_token(family, gguf, start_server):
+    """`make serve` on the family's GGUF: llama.cpp must end the reply at the end-of-turn token and leave it out of
+    the text. The random model would rarely pick it, so a logit bias forces it; another special token forced the
+    same way runs on to max_tokens, which shows the check can fail."""
+    import requests
+    name, path = family
+    tokenizer = load_tokenizer(path, FP32)
+    url = start_server(gguf, "--api-key", "k", "--system-prompt", "")
+
+    def reply(token: str) -> dict:
+        bias = {str(tokenizer.convert_tokens_to_ids(token)): 100}
+        response = requests.post(f"{url}/v1/chat/completions", headers={"Authorization": "Bearer k"}, timeout=60,
+                                 json={"messages": TURNS[:1], "max_tokens": 4, "temperature": 0, "logit_bias": bias})
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]
+
+    ended = reply(FAMILIES[name].eos)
+    assert (ended["finish_reason"], ended["message"]["content"]) == ("stop", "")
+    other = {"qwen2.5": "<|im_start|>", "qwen3": "<|im_start|>", "llama3.1": "<|start_header_id|>"}[name]
+    assert reply(other)["finish_reason"] == "length"
 
 
 def llama(path, **kwargs):
