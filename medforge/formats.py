@@ -4,11 +4,14 @@ Canonical records:
   pretrain    {"text": str}
   chat        {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
   preference  {"prompt": [messages ending with a user turn], "chosen": str, "rejected": str}
+  questions   {"question": str, "answer": str, "match": "choice"|"numeric"|"exact", "options": {key: text}}
+              (GRPO's prompts; `options` only for "choice"; rewards in medforge/rewards.py)
 
 Each importer raises FormatError(field, expected) on a bad record; the caller adds file and line.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from medforge.io import read_jsonl
@@ -148,9 +151,6 @@ def to_preference(record: dict) -> dict:
     return {"prompt": _check_order(prompt, field, "user"), "chosen": chosen, "rejected": rejected}
 
 
-IMPORTERS = {"pretrain": to_pretrain, "sft": to_chat, "preference": to_preference}
-
-
 def to_mcq(record: dict) -> dict:
     question = _text(record, "question")
     options = record.get("options")
@@ -161,6 +161,37 @@ def to_mcq(record: dict) -> dict:
     if answer not in options:
         raise FormatError("answer", f"one of the option keys {sorted(options)}, got {answer!r}")
     return {"question": question, "options": options, "answer": answer}
+
+
+MATCHES = ("choice", "numeric", "exact")
+GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)  # GSM8K: the reasoning, then "#### 42"
+NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
+
+
+def to_question(record: dict) -> dict:
+    """A question with a checkable answer: multiple choice ({"question", "options", "answer": key}), MedicalGPT's
+    GRPO format ({"question", "answer"}) or GSM8K's (an answer ending "#### 42"). How the answer is checked
+    (`match`) comes from the record's own `match` field, else from its form: options -> choice, a number or a
+    GSM8K answer -> numeric, other text -> exact (normalised)."""
+    if "options" in record:
+        return {**to_mcq(record), "match": "choice"}
+    question = _text(record, "question")
+    answer = record.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise FormatError("answer", "a non-empty string or a number")
+    final = GSM8K_ANSWER.search(answer)
+    answer = (final.group(1) if final else answer).strip()
+    match = record.get("match") or ("numeric" if final or NUMBER.match(answer) else "exact")
+    if match not in MATCHES[1:]:
+        raise FormatError("match", f'"numeric" or "exact" for a question without options, got {match!r}')
+    if match == "numeric" and not NUMBER.match(answer):
+        raise FormatError("answer", f"a number (match: numeric), got {answer!r}")
+    return {"question": question, "answer": answer, "match": match}
+
+
+IMPORTERS = {"pretrain": to_pretrain, "sft": to_chat, "preference": to_preference, "questions": to_question}
 
 
 def mcq_prompt(record: dict) -> str:

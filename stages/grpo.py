@@ -1,9 +1,14 @@
-"""Stage `grpo`: group relative policy optimisation of the SFT model on multiple-choice prompts (params.yaml `grpo`).
+"""Stage `grpo`: group relative policy optimisation of the SFT model on questions with checkable answers (params.yaml
+`grpo`).
 
-Prompts come from the knowledge table (`prompts`: the generated MCQ training questions, training phrasings, never
-the held-out questions); `num_prompts` trains on a fixed pool of them, so the reward curve compares like with like.
-Rewards (medforge/rewards.py), weighted by `reward_weights`: correctness of the chosen option, answer format,
-brevity, and optionally a reward model's score (`reward_model`, weight key `rm`).
+By default the prompts are the knowledge table's multiple-choice questions (`prompts`: the generated training
+phrasings, never the held-out ones). Your own questions are imported by `prepare` (`data.questions`: MedicalGPT's
+{"question", "answer"}, GSM8K, multiple choice) into data/prepared/questions_{train,validation}.jsonl; point
+`prompts` and `heldout` there. Each question carries how its answer is checked (option letter, numeric, normalised
+exact match: medforge/formats.to_question); `accuracy` overrides that for the whole dataset. `num_prompts` trains on
+a fixed pool, so the reward curve compares like with like. Rewards (medforge/rewards.py), weighted by
+`reward_weights`: correctness, answer format, brevity, and optionally a reward model's score (`reward_model`, weight
+key `rm`).
 
 Metrics: reward curves (dvclive), mean reward over the first and last 10% of steps, and greedy answer accuracy
 on held-out questions (`heldout`) before and after training.
@@ -11,9 +16,10 @@ on held-out questions (`heldout`) before and after training.
 import random
 from dataclasses import dataclass
 from functools import partial, update_wrapper
+from typing import Literal
 
 from medforge import params
-from medforge.formats import mcq_prompt, read_canonical, to_mcq
+from medforge.formats import mcq_prompt, read_canonical, to_question
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
 from medforge.rewards import REWARDS, correctness
@@ -29,15 +35,24 @@ class Params(RLParams):
     reward_weights: dict[str, float]
     target_chars: int  # brevity: full reward up to this many characters
     reward_model: str | None  # e.g. models/rm (then also add it to the grpo deps in dvc.yaml), weight key `rm`
+    accuracy: Literal["auto", "choice", "numeric", "exact"]  # how answers are checked; auto: each question's own
 
 
-def as_rows(path: str) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": mcq_prompt(q)}], "keys": list(q["options"]),
-             "options": list(q["options"].values()), "answer": q["answer"]} for q in read_canonical(path, to_mcq)]
+def as_rows(path: str, accuracy: str = "auto") -> list[dict]:
+    rows = []
+    for q in read_canonical(path, to_question):
+        match = q["match"] if accuracy == "auto" else accuracy
+        if match == "choice" and "options" not in q:
+            raise SystemExit(f"grpo.accuracy: choice, but {path} has questions without options")
+        options = q.get("options", {})
+        rows.append({"prompt": [{"role": "user", "content": mcq_prompt(q) if options else q["question"]}],
+                     "keys": list(options), "options": list(options.values()), "answer": q["answer"],
+                     "match": match})
+    return rows
 
 
 def training_rows(p: Params) -> list[dict]:
-    rows = as_rows(p.prompts)
+    rows = as_rows(p.prompts, p.accuracy)
     if p.num_prompts > len(rows):
         raise SystemExit(f"grpo.num_prompts: {p.num_prompts} is more than the {len(rows)} prompts in {p.prompts}")
     return random.Random(p.seed).sample(rows, p.num_prompts) if p.num_prompts else rows
@@ -70,11 +85,11 @@ def main() -> None:
     files = stage_paths(*TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    heldout = as_rows(p.heldout)[: p.heldout_size]
+    heldout = as_rows(p.heldout, p.accuracy)[: p.heldout_size]
 
     def heldout_accuracy(model) -> float:
         replies = generate_replies(model, tokenizer, [r["prompt"] for r in heldout], p.max_completion_length)
-        scores = correctness(replies, *([r[k] for r in heldout] for k in ("keys", "options", "answer")))
+        scores = correctness(replies, *([r[k] for r in heldout] for k in ("keys", "options", "answer", "match")))
         return sum(scores) / len(scores)
 
     def make_trainer(output_dir, callbacks):

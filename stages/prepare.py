@@ -1,6 +1,6 @@
 """Stage `prepare`: import local files or `hf:` datasets into canonical JSONL, dedupe, split.
 
-Sources are listed per kind in params.yaml (`data.pretrain`, `data.sft`, `data.preference`):
+Sources are listed per kind in params.yaml (`data.pretrain`, `data.sft`, `data.preference`, `data.questions`):
   path/to/file.jsonl | .json | .txt (one document per line) | hf:org/name[:config]:split (or hf:org/name = train)
 A bad record stops the stage naming file, line and field; with `on_error: skip` it goes to
 rejects.jsonl beside the prepared files and is counted in the stage's metrics instead.
@@ -25,6 +25,7 @@ class Params:
     pretrain: list[str]
     sft: list[str]
     preference: list[str]
+    questions: list[str]
     on_error: Literal["fail", "skip"]
     validation_fraction: float
     seed: int

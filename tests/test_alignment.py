@@ -113,6 +113,25 @@ def test_rewards_score_each_completion():
         1.0, 1.0, pytest.approx(0.5), 0.0, 0.0]
 
 
+@pytest.mark.parametrize("match, answer, replies, expected", [
+    ("numeric", "72", ["72", "She sold 72 clips.", "48 + 24 = 72", "72.0", "７２", "The answer is 71.", "72 or 73",
+                       "seventy-two", ""], [1, 1, 1, 1, 1, 0, 0, 0, 0]),
+    ("numeric", "1250", ["1,250 mg", "1250.5", "-1250"], [1, 0, 0]),
+    ("exact", "心内科", ["心内科", "心内科。", " 心内科 ", "心内科或神经科", "神经科"], [1, 1, 1, 0, 0]),
+    ("exact", "Cardiology", ["cardiology.", "CARDIOLOGY", "Cardiology, probably"], [1, 1, 0]),
+])
+def test_correctness_by_each_questions_rule(match, answer, replies, expected):
+    n = len(replies)
+    assert correctness(replies, [[]] * n, [[]] * n, [answer] * n, [match] * n) == expected
+
+
+def test_format_rewards_a_bare_answer():
+    assert answer_format(["72", "It is 72.", "no idea"], [[]] * 3, [[]] * 3, ["72"] * 3, ["numeric"] * 3) == \
+        [1.0, 0.5, 0.0]
+    exact = answer_format(["心内科", "心内科吧", "骨科"], [[]] * 3, [[]] * 3, ["心内科"] * 3, ["exact"] * 3)
+    assert exact[0] == 1.0 and 0.5 < exact[1] < 1.0 and exact[2] < 0.5
+
+
 def test_grpo_trains_on_a_fixed_pool_drawn_with_its_seed(tmp_path):
     from stages.grpo import training_rows
     path = tmp_path / "mcq.jsonl"

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from medforge.formats import FormatError, to_chat, to_mcq, to_preference, to_pretrain
+from medforge.formats import FormatError, to_chat, to_mcq, to_preference, to_pretrain, to_question
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medicalgpt"
 U, A, S = "user", "assistant", "system"
@@ -53,6 +53,26 @@ def test_medicalgpt_old_reward_format_with_history_and_system():
     assert to_preference(record)["prompt"] == msgs((S, "sys"), (U, "h1"), (A, "a1"), (U, "q"))
 
 
+@pytest.mark.parametrize("record, expected", [
+    # MedicalGPT's GRPO format (data/grpo/sample.jsonl): free text, and its arithmetic questions
+    ({"question": "膺窗穴的定位是什么?", "answer": "第3肋间隙，距前正中线4寸。"},
+     {"question": "膺窗穴的定位是什么?", "answer": "第3肋间隙，距前正中线4寸。", "match": "exact"}),
+    ({"question": "88+76=?", "answer": "164"}, {"question": "88+76=?", "answer": "164", "match": "numeric"}),
+    ({"question": "How many?", "answer": 12.5}, {"question": "How many?", "answer": "12.5", "match": "numeric"}),
+    # GSM8K: the reasoning, then the final answer after ####
+    ({"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+      "answer": "In May she sold 48/2 = <<48/2=24>>24 clips.\n48+24 = <<48+24=72>>72\n#### 72"},
+     {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?", "answer": "72",
+      "match": "numeric"}),
+    ({"question": "Dose?", "answer": "1,250", "match": "exact"}, {"question": "Dose?", "answer": "1,250", "match": "exact"}),
+    ({"question": "Which?", "options": {"A": "x", "B": "y"}, "answer": "B", "lang": "en"},
+     {"question": "Which?", "options": {"A": "x", "B": "y"}, "answer": "B", "match": "choice"}),
+])
+def test_questions_carry_how_their_answer_is_checked(record, expected):
+    assert to_question(record) == expected
+    assert to_question(expected) == expected  # canonical records import unchanged
+
+
 @pytest.mark.parametrize("importer, record, field", [
     (to_pretrain, {"text": ""}, "text"),
     (to_pretrain, {"content": "x"}, "text"),
@@ -68,6 +88,10 @@ def test_medicalgpt_old_reward_format_with_history_and_system():
     (to_preference, {"question": "q", "response_chosen": "c"}, "response_rejected"),
     (to_mcq, {"question": "q", "options": {"A": "x", "B": "y"}, "answer": "C"}, "answer"),
     (to_mcq, {"question": "q", "options": ["x", "y"], "answer": "A"}, "options"),
+    (to_question, {"question": "q", "answer": ""}, "answer"),
+    (to_question, {"question": "q", "answer": "x", "match": "fuzzy"}, "match"),
+    (to_question, {"question": "q", "answer": "about ten", "match": "numeric"}, "answer"),
+    (to_question, {"question": "q", "options": {"A": "x", "B": "y"}, "answer": "C"}, "answer"),
 ])
 def test_bad_records_name_the_field(importer, record, field):
     with pytest.raises(FormatError) as e:

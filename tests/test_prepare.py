@@ -27,7 +27,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def run_prepare(workdir, on_error="fail", **sources):
-    set_params(workdir, {"data": {"pretrain": [], "sft": [], "preference": [], "on_error": on_error, **sources}},
+    set_params(workdir, {"data": {"pretrain": [], "sft": [], "preference": [], "questions": [], "on_error": on_error,
+                                  **sources}},
                base=ROOT)
     prepare.main(ARGS)
     return json.loads((workdir / "metrics/data.json").read_text())
@@ -150,3 +151,26 @@ def test_a_json_file_that_is_not_utf8_or_json_is_named(workdir):
     (workdir / "b.json").write_text('[\n{"text": "x"},\n]')
     with pytest.raises(SystemExit, match=r"b.json:3: not valid JSON"):
         run_prepare(workdir, pretrain=[str(workdir / "b.json")])
+
+
+def test_questions_import_for_grpo_with_their_answer_rule(workdir):
+    from medforge import params
+    from stages.grpo import as_rows, training_rows
+    qa = [{"question": f"{a}+{b}=?", "answer": str(a + b)} for a, b in ((1, 2), (12, 34), (57, 29))] + \
+         [{"question": "膺窗穴的定位是什么?", "answer": "第3肋间隙，距前正中线4寸。"},
+          {"question": "Which?", "options": {"A": "Cardiology", "B": "Neurology"}, "answer": "A"}]
+    metrics = run_prepare(workdir, questions=[write(workdir / "grpo.jsonl", [json.dumps(r, ensure_ascii=False)
+                                                                            for r in qa])])
+    assert metrics["questions"]["read"] == 5 and metrics["sft"]["read"] == 0
+    prepared = workdir / "data/prepared/questions_train.jsonl"
+    validation = workdir / "data/prepared/questions_validation.jsonl"
+    rows = as_rows(str(prepared)) + as_rows(str(validation))
+    assert sorted(r["match"] for r in rows) == ["choice", "exact", "numeric", "numeric", "numeric"]
+    mcq = next(r for r in rows if r["match"] == "choice")
+    assert mcq["prompt"][0]["content"] == "Which?\nA. Cardiology\nB. Neurology" and mcq["keys"] == ["A", "B"]
+    assert next(r for r in rows if r["answer"] == "86")["prompt"] == [{"role": "user", "content": "57+29=?"}]
+    # one rule for the whole dataset
+    assert {r["match"] for r in as_rows(str(prepared), "exact")} == {"exact"}
+    with pytest.raises(SystemExit, match="grpo.accuracy: choice, but .* has questions without options"):
+        training_rows(params.load("grpo", ROOT / "params.yaml", prompts=str(prepared), accuracy="choice",
+                                  num_prompts=0))
