@@ -3,18 +3,21 @@
 Sources are listed per kind in params.yaml (`data.pretrain`, `data.sft`, `data.preference`, `data.questions`):
   path/to/file.jsonl | .json | .txt (one document per line) | hf:org/name[:config]:split (or hf:org/name = train)
 A bad record stops the stage naming file, line and field; with `on_error: skip` it goes to
-rejects.jsonl beside the prepared files and is counted in the stage's metrics instead.
+rejects.jsonl beside the prepared files and is counted in the stage's metrics instead. Every record is scanned for
+personal data (medforge/phi.py): `phi` reports what it finds per source and kind in the metrics, masks it, or
+rejects the record (counted; rejects.jsonl names the source, line and kinds, never the data).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from medforge import params, provenance
+from medforge import params, phi, provenance
 from medforge.formats import IMPORTERS, FormatError
 from medforge.io import atomic_path
 from medforge.paths import stage_paths
@@ -27,6 +30,7 @@ class Params:
     preference: list[str]
     questions: list[str]
     on_error: Literal["fail", "skip"]
+    phi: Literal["report", "mask", "reject"]
     validation_fraction: float
     seed: int
     hf_revision: str | None
@@ -100,9 +104,14 @@ def in_validation(key: str, p: Params) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < p.validation_fraction
 
 
-def prepare_kind(kind: str, p: Params, out: Path, rejects) -> dict:
-    """Import, dedupe and split one kind's sources into OUT/<kind>_{train,validation}.jsonl as they are read.
-    Memory holds a 16-byte digest per distinct record (of its canonical JSON), not the records."""
+def reject(rejects, source: str, line: int, kind: str, error: str) -> None:
+    rejects.write(json.dumps({"source": source, "line": line, "kind": kind, "error": error}, ensure_ascii=False) + "\n")
+
+
+def prepare_kind(kind: str, p: Params, out: Path, rejects, personal: dict[str, Counter]) -> dict:
+    """Import, dedupe and split one kind's sources into OUT/<kind>_{train,validation}.jsonl as they are read;
+    personal data found is added to `personal` (source -> kind -> count). Memory holds a 16-byte digest per distinct
+    record (of its canonical JSON), not the records."""
     importer, seen = IMPORTERS[kind], set()
     counts = {"read": 0, "rejected": 0, "duplicates": 0, "train": 0, "validation": 0}
     with open(out / f"{kind}_train.jsonl", "w", encoding="utf-8") as train, \
@@ -118,9 +127,15 @@ def prepare_kind(kind: str, p: Params, out: Path, rejects) -> dict:
                         raise SystemExit(f"{source}:{line}: {e} ({kind} record; set data.on_error: skip "
                                          f"to reject and count such records instead)") from None
                     counts["rejected"] += 1
-                    rejects.write(json.dumps({"source": source, "line": line, "kind": kind, "error": str(e)},
-                                             ensure_ascii=False) + "\n")
+                    reject(rejects, source, line, kind, str(e))
                     continue
+                record, found = phi.scan(record, masking=p.phi == "mask")
+                if found:
+                    personal.setdefault(source, Counter()).update(found)
+                    personal[source]["records"] += 1
+                    if p.phi == "reject":
+                        reject(rejects, source, line, kind, f"personal data: {', '.join(sorted(found))} (data.phi)")
+                        continue
                 key = json.dumps(record, ensure_ascii=False, sort_keys=True)
                 digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
                 if digest in seen:
@@ -139,8 +154,10 @@ def prepare_kind(kind: str, p: Params, out: Path, rejects) -> dict:
 def main(argv: list[str] | None = None) -> None:
     paths = stage_paths("out", "metrics", argv=argv)
     p = params.load("data")
+    personal = {}
     with atomic_path(paths.out, directory=True) as tmp, open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects:
-        metrics = {kind: prepare_kind(kind, p, tmp, rejects) for kind in IMPORTERS}
+        metrics = {kind: prepare_kind(kind, p, tmp, rejects, personal) for kind in IMPORTERS}
+    metrics["phi"] = {"action": p.phi, "findings": {source: dict(found) for source, found in personal.items()}}
     provenance.write_metrics(paths.metrics, metrics)
     print(json.dumps(metrics))
 

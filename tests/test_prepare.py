@@ -27,9 +27,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def run_prepare(workdir, on_error="fail", **sources):
-    set_params(workdir, {"data": {"pretrain": [], "sft": [], "preference": [], "questions": [], "on_error": on_error,
-                                  **sources}},
-               base=ROOT)
+    empty = {"pretrain": [], "sft": [], "preference": [], "questions": [], "phi": "report"}
+    set_params(workdir, {"data": {**empty, "on_error": on_error, **sources}}, base=ROOT)
     prepare.main(ARGS)
     return json.loads((workdir / "metrics/data.json").read_text())
 
