@@ -2,7 +2,11 @@
 
 Canonical records:
   pretrain    {"text": str}
-  chat        {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  chat        {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...], "tools": [...]}
+              tool use as OpenAI and the chat templates have it: an assistant turn that calls tools carries
+              "tool_calls": [{"type": "function", "function": {"name": str, "arguments": {...}}}], the results come
+              back as "tool" turns, and "tools" (only when there are some) lists
+              [{"type": "function", "function": {"name", "description", "parameters": JSON schema}}]
   preference  {"prompt": [messages ending with a user turn], "chosen": str, "rejected": str}
   questions   {"question": str, "answer": str, "match": "choice"|"numeric"|"exact", "options": {key: text}}
               (GRPO's prompts; `options` only for "choice"; rewards in medforge/rewards.py)
@@ -11,13 +15,16 @@ Each importer raises FormatError(field, expected) on a bad record; the caller ad
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from medforge.io import read_jsonl
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "bot": "assistant", "model": "assistant"}
+                  "system": "system", "bot": "assistant", "model": "assistant",
+                  "function_call": "assistant", "observation": "tool"}  # MedicalGPT's tool format
+OPENAI_ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
 
 
 class FormatError(ValueError):
@@ -48,31 +55,93 @@ def _turns(history, field: str) -> list[dict]:
     return messages
 
 
+def _json(value, field: str, expected: str):
+    """`value`, or the JSON it holds when it is a string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise FormatError(field, f"{expected} (as JSON)") from None
+
+
+def _tool_call(value, field: str) -> dict:
+    """A call as MedicalGPT ({"name", "arguments"}, as JSON text) or OpenAI ({"function": {"name", "arguments": JSON
+    text}}) write it -> {"type": "function", "function": {"name", "arguments": {...}}}."""
+    call = _json(value, field, 'a function call {"name": ..., "arguments": {...}}')
+    if isinstance(call, dict) and isinstance(call.get("function"), dict):
+        call, field = call["function"], f"{field}.function"
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"].strip():
+        raise FormatError(f"{field}.name", "a function name")
+    arguments = _json(call.get("arguments", {}), f"{field}.arguments", "an object")
+    if not isinstance(arguments, dict):
+        raise FormatError(f"{field}.arguments", "an object")
+    return {"type": "function", "function": {"name": call["name"], "arguments": arguments}}
+
+
 def _messages(items, field: str, role_key: str, content_key: str, roles: dict) -> list[dict]:
     if not isinstance(items, list) or not items:
         raise FormatError(field, "a non-empty list of messages")
     messages = []
     for i, m in enumerate(items):
+        where = f"{field}[{i}]"
         if not isinstance(m, dict):
-            raise FormatError(f"{field}[{i}]", "an object")
+            raise FormatError(where, "an object")
         role = roles.get(m.get(role_key))
         if role is None:
-            raise FormatError(f"{field}[{i}].{role_key}", f"one of {sorted(set(roles))}, got {m.get(role_key)!r}")
+            raise FormatError(f"{where}.{role_key}", f"one of {sorted(set(roles))}, got {m.get(role_key)!r}")
+        if m.get(role_key) == "function_call":  # MedicalGPT: the call is the turn's text; calls in a row are one turn
+            call = _tool_call(m.get(content_key), f"{where}.{content_key}")
+            if messages and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            continue
         content = m.get(content_key)
+        if role == "assistant" and m.get("tool_calls") is not None:  # OpenAI: content may be empty or null
+            calls = m["tool_calls"]
+            if not isinstance(calls, list) or not calls:
+                raise FormatError(f"{where}.tool_calls", "a non-empty list of tool calls")
+            if content is not None and not isinstance(content, str):
+                raise FormatError(f"{where}.{content_key}", "a string or null")
+            messages.append({"role": role, "content": content or "",
+                             "tool_calls": [_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]})
+            continue
         if not isinstance(content, str) or not content.strip():
-            raise FormatError(f"{field}[{i}].{content_key}", "a non-empty string")
+            raise FormatError(f"{where}.{content_key}", "a non-empty string")
         messages.append({"role": role, "content": content})
     return messages
 
 
+def _tools(record: dict) -> list[dict]:
+    """The functions a conversation may call: OpenAI's list or MedicalGPT's JSON text of bare schemas."""
+    tools = _json(record.get("tools"), "tools", "a list of function schemas")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise FormatError("tools", "a list of function schemas")
+    canonical = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else tool
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise FormatError(f"tools[{i}].name", "a function name")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise FormatError(f"tools[{i}].parameters", "a JSON schema object")
+        canonical.append({"type": "function", "function": function})
+    return canonical
+
+
 def _check_order(messages: list[dict], field: str, last: str) -> list[dict]:
-    """System first (optional), then user/assistant alternating, ending with `last`."""
+    """System first (optional), then user and assistant turns alternating, ending with `last`; an assistant turn that
+    calls tools is followed by their results (tool turns), then the assistant again."""
     body = messages[1:] if messages[0]["role"] == "system" else messages
+    expected = ("user",)
     for i, m in enumerate(body):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if m["role"] != expected:
-            raise FormatError(field, f"user/assistant turns alternating after an optional system message; "
-                                     f"turn {i + 1} is '{m['role']}' where '{expected}' was expected")
+        if m["role"] not in expected:
+            raise FormatError(field, f"user/assistant turns alternating after an optional system message; turn "
+                                     f"{i + 1} is '{m['role']}' where {' or '.join(map(repr, expected))} was expected")
+        expected = {"user": ("assistant",), "tool": ("tool", "assistant")}.get(
+            m["role"], ("tool",) if m.get("tool_calls") else ("user",))
     if not body or body[-1]["role"] != last:
         raise FormatError(field, f"a conversation ending with a {last} turn")
     return messages
@@ -81,8 +150,7 @@ def _check_order(messages: list[dict], field: str, last: str) -> list[dict]:
 def _conversation(record: dict) -> tuple[str, list[dict]]:
     """Messages from OpenAI `messages` or ShareGPT `conversations`, plus the field name used."""
     if "messages" in record:
-        roles = {r: r for r in ("system", "user", "assistant")}
-        return "messages", _messages(record["messages"], "messages", "role", "content", roles)
+        return "messages", _messages(record["messages"], "messages", "role", "content", OPENAI_ROLES)
     if "conversations" in record:
         return "conversations", _messages(record["conversations"], "conversations", "from", "value",
                                           SHAREGPT_ROLES)
@@ -113,7 +181,15 @@ def to_chat(record: dict) -> dict:
             {"role": "user", "content": prompt}, {"role": "assistant", "content": _text(record, "output")}]
         return {"messages": _check_order(_with_system(record, messages), "instruction", "assistant")}
     field, messages = _conversation(record)
-    return {"messages": _check_order(_with_system(record, messages, "system_prompt"), field, "assistant")}
+    messages = _check_order(_with_system(record, messages, "system_prompt"), field, "assistant")
+    tools = _tools(record)
+    declared = {t["function"]["name"] for t in tools}
+    for i, m in enumerate(messages):
+        for call in m.get("tool_calls", []):
+            if call["function"]["name"] not in declared:
+                raise FormatError("tools", f"a declaration of every function called; turn {i + 1} calls "
+                                           f"{call['function']['name']!r}")
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
 def _response(record: dict, field: str) -> str:

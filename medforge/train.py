@@ -195,7 +195,7 @@ def make_trainer(p: SFTParams, train_records: list[dict], eval_records: list[dic
     def dataset(records):
         if assistant_only_loss:
             try:
-                records = [chat.tokenize(tokenizer, r["messages"]) for r in records]
+                records = [chat.tokenize(tokenizer, r["messages"], r.get("tools")) for r in records]
             except chat.TemplateError as e:  # a property of the checkpoint, not of one record: one line
                 raise SystemExit(f"{p.init}: {e}") from None
         return Dataset.from_list(records)

@@ -6,6 +6,7 @@ id or a local path, loaded with from_pretrained and saved (safetensors) so DVC p
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from medforge import modelcard, provenance
@@ -15,10 +16,25 @@ from medforge.paths import stage_paths
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# ChatML; <|im_end|>, the eos, ends each turn: the assistant's is trained on (medforge.chat finds its tokens).
+# ChatML; <|im_end|>, the eos, ends each turn: the assistant's is trained on (medforge.chat finds its tokens). Tool
+# use as Qwen2.5 renders it: the tools' schemas in the system turn, each call as <tool_call> JSON in the assistant's
+# turn, each result in a turn of its own (role tool).
 CHAT_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n<tools>' }}{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools><|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- if not (tools and loop.first and message['role'] == 'system') %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] }}"
+    "{%- for call in message.tool_calls or [] %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": ' }}"
+    "{{- (call['function']['arguments'] | tojson) + '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
@@ -27,7 +43,8 @@ CHAT_TEMPLATE = (
 def corpus_texts(corpus: list[Path]):
     for path in corpus:
         for _, record in read_jsonl(path):
-            yield record.get("text") or "\n".join(m["content"] for m in record["messages"])
+            yield record.get("text") or "\n".join(m["content"] + json.dumps(m.get("tool_calls", ""), ensure_ascii=False)
+                                               for m in record["messages"])
 
 
 def train_tokenizer(tp: TinyParams, texts):

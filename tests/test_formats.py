@@ -53,6 +53,62 @@ def test_medicalgpt_old_reward_format_with_history_and_system():
     assert to_preference(record)["prompt"] == msgs((S, "sys"), (U, "h1"), (A, "a1"), (U, "q"))
 
 
+TOOL = {"name": "find_department", "description": "诊治某种疾病的科室",
+        "parameters": {"type": "object", "properties": {"condition": {"type": "string"}}, "required": ["condition"]}}
+CANONICAL_TOOL_USE = {
+    "messages": [{"role": "user", "content": "高血压挂哪个科？"},
+                 {"role": "assistant", "content": "", "tool_calls": [
+                     {"type": "function", "function": {"name": "find_department", "arguments": {"condition": "高血压"}}}]},
+                 {"role": "tool", "content": '{"department": "心内科"}'},
+                 {"role": "assistant", "content": "请挂心内科。"}],
+    "tools": [{"type": "function", "function": TOOL}]}
+
+
+def test_medicalgpt_and_openai_tool_use_import_alike():
+    medicalgpt = {"conversations": [  # MedicalGPT's --tool_format: function_call / observation turns, tools as text
+        {"from": "human", "value": "高血压挂哪个科？"},
+        {"from": "function_call", "value": json.dumps({"name": "find_department", "arguments": {"condition": "高血压"}},
+                                                      ensure_ascii=False)},
+        {"from": "observation", "value": '{"department": "心内科"}'},
+        {"from": "gpt", "value": "请挂心内科。"}], "tools": json.dumps([TOOL], ensure_ascii=False)}
+    openai = {"messages": [
+        {"role": "user", "content": "高血压挂哪个科？"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "find_department", "arguments": json.dumps({"condition": "高血压"}, ensure_ascii=False)}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"department": "心内科"}'},
+        {"role": "assistant", "content": "请挂心内科。"}], "tools": [{"type": "function", "function": TOOL}]}
+    assert to_chat(medicalgpt) == to_chat(openai) == to_chat(CANONICAL_TOOL_USE) == CANONICAL_TOOL_USE
+    # no tools: the record stays as it was ("tools": "[]" is MedicalGPT's way of saying none)
+    plain = {"conversations": medicalgpt["conversations"][:1] + medicalgpt["conversations"][3:], "tools": "[]"}
+    assert to_chat(plain) == {"messages": [{"role": "user", "content": "高血压挂哪个科？"},
+                                           {"role": "assistant", "content": "请挂心内科。"}]}
+    # calls in a row are one assistant turn (parallel calls)
+    twice = dict(medicalgpt, conversations=[*medicalgpt["conversations"][:2], medicalgpt["conversations"][1],
+                                            *medicalgpt["conversations"][2:]])
+    assert len(to_chat(twice)["messages"][1]["tool_calls"]) == 2
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tools": "[]"}, "tools"),  # a call to an undeclared function
+    ({"tools": "[{bad"}, "tools"),
+    ({"tools": [{"description": "no name"}]}, "tools[0].name"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{not json"}]},
+     "conversations[1].value"),
+    ({"conversations": [{"from": "human", "value": "q"},
+                        {"from": "function_call", "value": '{"name": "find_department", "arguments": "[1]"}'}]},
+     "conversations[1].value.arguments"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "observation", "value": "{}"},
+                        {"from": "gpt", "value": "a"}]}, "conversations"),  # a result nobody asked for
+])
+def test_bad_tool_use_names_the_field(change, field):
+    record = {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": json.dumps(
+        {"name": "find_department", "arguments": {}})}, {"from": "observation", "value": "{}"},
+        {"from": "gpt", "value": "a"}], "tools": [TOOL], **change}
+    with pytest.raises(FormatError) as e:
+        to_chat(record)
+    assert e.value.field == field
+
+
 @pytest.mark.parametrize("record, expected", [
     # MedicalGPT's GRPO format (data/grpo/sample.jsonl): free text, and its arithmetic questions
     ({"question": "膺窗穴的定位是什么?", "answer": "第3肋间隙，距前正中线4寸。"},

@@ -20,6 +20,14 @@ CONVERSATIONS = [
                   {"role": "assistant", "content": "Seek urgent care if you notice chest pain."}]},
 ]
 FP32 = params.load("model", dtype="float32", attn_implementation="sdpa")
+TOOLS = [{"type": "function", "function": {"name": "find_department", "description": "The department for a condition",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"condition": {"type": "string"}}}}}]
+CALL = {"type": "function", "function": {"name": "find_department", "arguments": {"condition": "高血压"}}}
+TOOL_USE = {"messages": [{"role": "user", "content": "高血压应该挂哪个科？"},
+                         {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                         {"role": "tool", "content": '{"department": "心内科"}'},
+                         {"role": "assistant", "content": "请挂心内科。"}], "tools": TOOLS}
 
 
 def trainer_for(model_dir, tmp_path, packing, max_length=256, records=CONVERSATIONS):
@@ -75,3 +83,14 @@ def test_packed_documents_do_not_attend_to_each_other(tiny_model_dir, tmp_path):
             alone = model(input_ids=batch["input_ids"][:, start:start + length]).logits[0]
             torch.testing.assert_close(packed_logits[start:start + length], alone, atol=1e-4, rtol=1e-4)
             start += length
+
+
+def test_tool_calls_are_trained_on_and_tool_results_never(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir, FP32)
+    row = trainer_for(tiny_model_dir, tmp_path, packing=False, max_length=1024, records=[TOOL_USE]).train_dataset[0]
+    labelled = [label for label, token in zip(row["labels"], row["input_ids"], strict=True) if label != -100]
+    call = '<tool_call>\n{"name": "find_department", "arguments": {"condition": "高血压"}}\n</tool_call><|im_end|>'
+    assert labelled == tok.encode(call) + tok.encode("请挂心内科。<|im_end|>")
+    text = tok.decode(row["input_ids"])
+    assert '"name": "find_department", "description"' in text.split("<|im_start|>user")[0]  # the schema, unlabelled
+    assert '<|im_start|>tool\n{"department": "心内科"}<|im_end|>' in text and runs(row["labels"]) == 2

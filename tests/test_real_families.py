@@ -19,6 +19,25 @@ TEXT = "高血压应该挂哪个科？心内科。如出现胸痛，请立即就
 PRE_TOKENIZER = {"qwen2.5": "qwen2", "qwen3": "qwen2", "llama3.1": "llama-bpe"}  # llama.cpp's names
 
 
+TOOLS = [{"type": "function", "function": {"name": "find_department", "description": "诊治某种疾病的科室",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"condition": {"type": "string"}}}}}]
+TOOL_USE = [{"role": "user", "content": "高血压应该挂哪个科？"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "find_department", "arguments": {"condition": "高血压"}}}]},
+            {"role": "tool", "content": '{"department": "心内科"}'},
+            {"role": "assistant", "content": "请挂心内科。"}]
+# The assistant's turns of TOOL_USE as each real template renders them, written out by hand: Qwen's <tool_call> JSON
+# (Qwen3 adds the empty thinking block to the last turn only), Llama 3.1's bare JSON with "parameters".
+TOOL_TURNS = {
+    "qwen2.5": ['<tool_call>\n{"name": "find_department", "arguments": {"condition": "高血压"}}\n</tool_call><|im_end|>',
+                "请挂心内科。<|im_end|>"],
+    "qwen3": ['<tool_call>\n{"name": "find_department", "arguments": {"condition": "高血压"}}\n</tool_call><|im_end|>',
+              "<think>\n\n</think>\n\n请挂心内科。<|im_end|>"],
+    "llama3.1": ['{"name": "find_department", "parameters": {"condition": "高血压"}}<|eot_id|>', "请挂心内科。<|eot_id|>"],
+}
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, real_family_dir):
     return request.param, real_family_dir(request.param)
@@ -60,6 +79,15 @@ def test_the_mask_covers_exactly_the_assistant_tokens(family, conversation):
     # the text trained on is the real template's rendering, token for token
     assert tokenizer.decode(out["input_ids"]) == tokenizer.apply_chat_template(messages, tokenize=False)
     assert mask_errors(tokenizer, out["input_ids"], out["assistant_masks"], expected_turns(name, messages)) == []
+
+
+def test_the_mask_covers_tool_calls_and_never_tool_results(family):
+    name, path = family
+    tokenizer = load_tokenizer(path, FP32)
+    out = chat.tokenize(tokenizer, TOOL_USE, TOOLS)
+    rendered = tokenizer.apply_chat_template(TOOL_USE, tools=TOOLS, tokenize=False)
+    assert tokenizer.decode(out["input_ids"]) == rendered and "心内科" in rendered.split("高血压应该挂哪个科？")[1]
+    assert mask_errors(tokenizer, out["input_ids"], out["assistant_masks"], TOOL_TURNS[name]) == []
 
 
 def test_a_wrong_mask_is_caught(family):
