@@ -7,7 +7,8 @@ Canonical records:
               "tool_calls": [{"type": "function", "function": {"name": str, "arguments": {...}}}], the results come
               back as "tool" turns, and "tools" (only when there are some) lists
               [{"type": "function", "function": {"name", "description", "parameters": JSON schema}}]
-  preference  {"prompt": [messages ending with a user turn], "chosen": str, "rejected": str}
+  preference  {"prompt": [messages ending with a user or tool turn], "chosen": answer, "rejected": answer, "tools"}
+              an answer is text, or an assistant message that calls tools
   questions   {"question": str, "answer": str, "match": "choice"|"numeric"|"exact", "options": {key: text}}
               (GRPO's prompts; `options` only for "choice"; rewards in medforge/rewards.py)
 
@@ -131,7 +132,7 @@ def _tools(record: dict) -> list[dict]:
     return canonical
 
 
-def _check_order(messages: list[dict], field: str, last: str) -> list[dict]:
+def _check_order(messages: list[dict], field: str, last: str | tuple[str, ...]) -> list[dict]:
     """System first (optional), then user and assistant turns alternating, ending with `last`; an assistant turn that
     calls tools is followed by their results (tool turns), then the assistant again."""
     body = messages[1:] if messages[0]["role"] == "system" else messages
@@ -142,8 +143,9 @@ def _check_order(messages: list[dict], field: str, last: str) -> list[dict]:
                                      f"{i + 1} is '{m['role']}' where {' or '.join(map(repr, expected))} was expected")
         expected = {"user": ("assistant",), "tool": ("tool", "assistant")}.get(
             m["role"], ("tool",) if m.get("tool_calls") else ("user",))
-    if not body or body[-1]["role"] != last:
-        raise FormatError(field, f"a conversation ending with a {last} turn")
+    last = (last,) if isinstance(last, str) else last
+    if not body or body[-1]["role"] not in last:
+        raise FormatError(field, f"a conversation ending with a {' or '.join(last)} turn")
     return messages
 
 
@@ -183,25 +185,41 @@ def to_chat(record: dict) -> dict:
     field, messages = _conversation(record)
     messages = _check_order(_with_system(record, messages, "system_prompt"), field, "assistant")
     tools = _tools(record)
-    declared = {t["function"]["name"] for t in tools}
-    for i, m in enumerate(messages):
-        for call in m.get("tool_calls", []):
-            if call["function"]["name"] not in declared:
-                raise FormatError("tools", f"a declaration of every function called; turn {i + 1} calls "
-                                           f"{call['function']['name']!r}")
+    _declared(tools, messages, "tools")
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
-def _response(record: dict, field: str) -> str:
+REACT_CALL = re.compile(r"\s*Action:\s*(\S+)\s*\nAction Input:\s*(.+?)\s*", re.S)  # MedicalGPT's tool DPO pairs
+
+
+def _response(record: dict, field: str) -> str | dict:
+    """An answer: its text, or the assistant message that calls tools (OpenAI's form, or MedicalGPT's
+    "Action: name\\nAction Input: {...}")."""
     value = record.get(field)
     if isinstance(value, list):  # TRL conversational form: [{"role": "assistant", "content": ...}]
         if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
+            if value[0].get("tool_calls"):
+                return _messages(value, field, "role", "content", OPENAI_ROLES)[0]
             value = value[0].get("content")
         else:
             raise FormatError(field, "a string or a single assistant message")
     if not isinstance(value, str) or not value.strip():
         raise FormatError(field, "a non-empty string")
+    react = REACT_CALL.fullmatch(value)
+    if react:
+        call = _tool_call({"name": react.group(1), "arguments": react.group(2)}, field)
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
     return value
+
+
+def _declared(tools: list[dict], messages: list[dict], field: str) -> None:
+    """Every function the messages call is one of `tools`."""
+    names = {t["function"]["name"] for t in tools}
+    for i, m in enumerate(messages):
+        for call in m.get("tool_calls", []):
+            if call["function"]["name"] not in names:
+                raise FormatError(field, f"a declaration of every function called; turn {i + 1} calls "
+                                         f"{call['function']['name']!r}")
 
 
 def to_preference(record: dict) -> dict:
@@ -215,8 +233,7 @@ def to_preference(record: dict) -> dict:
         prompt, field = [{"role": "user", "content": _text(record, "prompt")}], "prompt"
         chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
     elif "prompt" in record:
-        roles = {r: r for r in ("system", "user", "assistant")}
-        prompt, field = _messages(record["prompt"], "prompt", "role", "content", roles), "prompt"
+        prompt, field = _messages(record["prompt"], "prompt", "role", "content", OPENAI_ROLES), "prompt"
         chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
     else:
         field, prompt = _conversation(record)
@@ -224,7 +241,10 @@ def to_preference(record: dict) -> dict:
         chosen, rejected = _response(record, "chosen"), _response(record, "rejected")
     if chosen == rejected:
         raise FormatError("rejected", "a response different from 'chosen'")
-    return {"prompt": _check_order(prompt, field, "user"), "chosen": chosen, "rejected": rejected}
+    pair = {"prompt": _check_order(prompt, field, ("user", "tool")), "chosen": chosen, "rejected": rejected}
+    tools = _tools(record)
+    _declared(tools, [*prompt, *(a for a in (chosen, rejected) if isinstance(a, dict))], "tools")
+    return {**pair, "tools": tools} if tools else pair
 
 
 def to_mcq(record: dict) -> dict:

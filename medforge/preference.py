@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from medforge.chat import render
 from medforge.formats import read_canonical, to_preference
 from medforge.modeling import load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
@@ -35,18 +36,51 @@ def by_kind(pairs: list[dict], correct: torch.Tensor) -> dict:
     return {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
 
 
+def assistant(answer: str | dict) -> dict:
+    """An answer as the assistant's message: its text, or the message that calls tools."""
+    return answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+
+
 def to_trl(pair: dict) -> dict:
     """Canonical pair -> TRL's conversational preference record (the trainer applies the chat template)."""
-    return {"prompt": pair["prompt"], "chosen": [{"role": "assistant", "content": pair["chosen"]}],
-            "rejected": [{"role": "assistant", "content": pair["rejected"]}]}
+    if pair.get("tools") or not all(isinstance(pair[key], str) for key in ("chosen", "rejected")):
+        raise SystemExit("tool-calling pairs (with tools, or answers that call them) train through DPO only; the reward "
+                         "model, ORPO and KTO take pairs without tools")
+    return {"prompt": pair["prompt"], "chosen": [assistant(pair["chosen"])], "rejected": [assistant(pair["rejected"])]}
 
 
-def dataset(pairs: list[dict]):
-    """TRL's records as a Dataset; under several processes backed by an Arrow file in the datasets cache: TRL caches
+def tokenized(tokenizer, pair: dict) -> dict:
+    """A pair as TRL's DPO trainer tokenizes it (`prompt_ids`, `chosen_ids`, `rejected_ids`; the prompt is what the
+    prompt alone and both whole conversations start with), with its tools under the model's template. Rows of ids:
+    nested messages and tool schemas Arrow would unify across rows, adding null fields to what the template sees."""
+    (chosen_head, chosen), (rejected_head, rejected) = (
+        completion_ids(tokenizer, pair["prompt"], pair[key], pair.get("tools")) for key in ("chosen", "rejected"))
+    n = min(len(chosen_head), len(rejected_head))
+    return {"prompt_ids": chosen_head[:n], "chosen_ids": chosen_head[n:] + chosen,
+            "rejected_ids": rejected_head[n:] + rejected}
+
+
+def tokenized_dpo_trainer():
+    """TRL's DPOTrainer on pairs tokenized here (`tokenized`): it skips its own tokenization, and drops what TRL
+    drops, the pairs whose prompt alone fills max_length."""
+    from trl import DPOTrainer
+
+    class TokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if args.max_length is not None and args.truncation_mode == "keep_start":
+                return dataset.filter(lambda pair: len(pair["prompt_ids"]) < args.max_length)
+            return dataset
+
+    return TokenizedDPOTrainer
+
+
+def dataset(pairs: list[dict], tokenizer=None):
+    """TRL's records as a Dataset (tokenized here with `tokenizer`, else conversational); under several processes
+    backed by an Arrow file in the datasets cache: TRL caches
     precomputed reference log-probs next to a dataset's file, where every process finds them (an in-memory dataset's
     cache goes to a temporary directory of each process's own)."""
     from datasets import Dataset, config
-    records = Dataset.from_list([to_trl(p) for p in pairs])
+    records = Dataset.from_list([tokenized(tokenizer, p) if tokenizer else to_trl(p) for p in pairs])
     if int(os.environ.get("WORLD_SIZE", 1)) == 1:
         return records
     path = Path(config.HF_DATASETS_CACHE) / "medforge" / f"{records._fingerprint}.arrow"
@@ -58,26 +92,28 @@ def dataset(pairs: list[dict]):
     return Dataset.from_file(str(path))
 
 
-def completion_ids(tokenizer, prompt: list[dict], completion: str) -> tuple[list[int], list[int]]:
+def completion_ids(tokenizer, prompt: list[dict], completion: str | dict,
+                   tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) exactly as TRL's preference trainers split a rendered conversation."""
     def ids(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    head = ids(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
-    full = ids(tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}],
-                                             tokenize=False))
+    head = ids(render(tokenizer, prompt, tools, add_generation_prompt=True))
+    full = ids(render(tokenizer, prompt + [assistant(completion)], tools))
     n = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), min(len(head), len(full)))
     return full[:n], full[n:]
 
 
 @torch.no_grad()
-def completion_logps(model, tokenizer, prompts: list[list[dict]], completions: list[str],
-                     batch_size: int = 16) -> torch.Tensor:
-    """Sum of log p(completion tokens | prompt) for each pair of prompt and completion."""
+def completion_logps(model, tokenizer, prompts: list[list[dict]], completions: list[str | dict],
+                     tools: list[list[dict] | None] | None = None, batch_size: int = 16) -> torch.Tensor:
+    """Sum of log p(completion tokens | prompt) for each pair of prompt and completion (and the prompt's tools)."""
     model.eval()
+    tools = tools or [None] * len(prompts)
     out = []
     for start in range(0, len(prompts), batch_size):
-        pieces = [completion_ids(tokenizer, p, c)
-                  for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
+        end = start + batch_size
+        pieces = [completion_ids(tokenizer, p, c, t)
+                  for p, c, t in zip(prompts[start:end], completions[start:end], tools[start:end])]
         width = max(len(h) + len(c) for h, c in pieces)
         input_ids = torch.full((len(pieces), width), tokenizer.pad_token_id or 0)
         attention = torch.zeros_like(input_ids)
@@ -93,9 +129,9 @@ def completion_logps(model, tokenizer, prompts: list[list[dict]], completions: l
 
 
 def pair_logps(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    prompts = [p["prompt"] for p in pairs]
-    return (completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs]),
-            completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs]))
+    prompts, tools = [p["prompt"] for p in pairs], [p.get("tools") for p in pairs]
+    return (completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs], tools),
+            completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs], tools))
 
 
 def implicit_reward_metrics(pairs: list[dict], before: tuple[torch.Tensor, torch.Tensor],
@@ -162,17 +198,20 @@ def reference_model(p: ReferenceParams, mp):
     return load_model(p.init, mp) if p.finetuning == "full" and not p.precompute_ref_log_probs else None
 
 
-def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False) -> dict:
+def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False,
+                   tokenize: bool = False) -> dict:
     """Train on the stage's `--train` and `--validation` pairs with `make_trainer(train, validation, tokenizer,
     output_dir, callbacks)` and report held-out reward accuracy/margin against the starting model.
 
     `unpaired`: the trainer learns from single labelled answers (KTO): each pair gives two examples.
+    `tokenize`: the pairs are tokenized here (`tokenized`, for `tokenized_dpo_trainer`), tool-calling pairs included.
     """
     files = stage_paths("train", "validation", *TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
     pairs, grouped = training_pairs(p, tokenizer, files.train, unpaired)
-    train, validation = dataset(pairs), dataset(load_pairs(files.validation))
+    ids = tokenizer if tokenize else None
+    train, validation = dataset(pairs, ids), dataset(load_pairs(files.validation), ids)
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
         train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)
@@ -199,4 +238,5 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
 
 def pair_length(tokenizer, pair: dict) -> int:
     """Tokens of the longer of the pair's two rendered conversations: the padded length the pair needs."""
-    return max(sum(map(len, completion_ids(tokenizer, pair["prompt"], pair[key]))) for key in ("chosen", "rejected"))
+    return max(sum(map(len, completion_ids(tokenizer, pair["prompt"], pair[key], pair.get("tools"))))
+               for key in ("chosen", "rejected"))

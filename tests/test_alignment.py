@@ -9,7 +9,8 @@ import torch
 from medforge.formats import to_preference
 from medforge import params
 from medforge.modeling import load_tokenizer
-from medforge.preference import completion_ids, dataset, implicit_reward_metrics, pair_length
+from medforge.preference import (completion_ids, dataset, implicit_reward_metrics, pair_length, tokenized,
+                                 tokenized_dpo_trainer)
 from medforge.rewards import answer_format, brevity, chosen_option, correctness
 from medforge.train import load_trainable, peft_config, training_args
 
@@ -68,6 +69,51 @@ def test_dpo_step_moves_only_the_adapter_and_logs_rewards(tiny_model_dir, tmp_pa
     assert moved and all("lora_" in n for n in moved)
     logged = [e for e in trainer.state.log_history if "rewards/accuracies" in e]
     assert logged and all(math.isfinite(e["loss"]) for e in logged)
+
+
+def test_the_dpo_stage_tokenizes_pairs_as_trl_does(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir, FP32)
+    trl_rows = dpo_trainer(tiny_model_dir, tmp_path, PAIRS).train_dataset  # TRL's own tokenization
+    assert [tokenized(tok, pair) for pair in PAIRS] == \
+        [{k: row[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for row in trl_rows]
+
+
+# MedicalGPT's tool DPO format (data/reward/toolcall_dpo_zh_demo.jsonl): the chosen answer calls the tool, written
+# "Action: name\nAction Input: {...}"; in the second pair the prompt carries the call and its result.
+FIND = {"name": "find_department", "description": "诊治某种疾病的科室",
+        "parameters": {"type": "object", "properties": {"condition": {"type": "string"}}, "required": ["condition"]}}
+TOOL_PAIRS = [
+    {"conversations": [{"from": "human", "value": "高血压应该挂哪个科？"}], "tools": json.dumps([FIND]),
+     "chosen": 'Action: find_department\nAction Input: {"condition": "高血压"}\n', "rejected": "随便挂一个科就行。"},
+    {"conversations": [{"from": "human", "value": "高血压应该挂哪个科？"},
+                       {"from": "function_call", "value": '{"name": "find_department", "arguments": {"condition": "高血压"}}'},
+                       {"from": "observation", "value": '{"department": "心内科"}'}],
+     "tools": json.dumps([FIND]), "chosen": "请挂心内科。", "rejected": "请挂骨科。"},
+]
+CALL_TEXT = '<tool_call>\n{"name": "find_department", "arguments": {"condition": "高血压"}}\n</tool_call><|im_end|>\n'
+
+
+def test_tool_calling_pairs_train_through_dpo(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir, FP32)
+    pairs = [to_preference(r) for r in TOOL_PAIRS]
+    assert pairs[0]["chosen"]["tool_calls"][0]["function"] == {"name": "find_department",
+                                                                "arguments": {"condition": "高血压"}}
+    rows = [tokenized(tok, pair) for pair in pairs]
+    # token by token: the answers are trained on, the tools, the call in the prompt and its result are not
+    assert [tok.decode(r["chosen_ids"]) for r in rows] == [CALL_TEXT, "请挂心内科。<|im_end|>\n"]
+    prompt = tok.decode(rows[1]["prompt_ids"])
+    assert '"name": "find_department", "description"' in prompt and '<|im_start|>tool\n{"department": "心内科"}' in prompt
+    assert prompt.endswith("<|im_start|>assistant\n") and prompt.count("<tool_call>") == 1
+    p = params.load("dpo", init=str(tiny_model_dir), finetuning="lora", max_steps=2, batch_size=2,
+                    learning_rate=1e-3, logging_steps=1)
+    from trl import DPOConfig
+    trainer = tokenized_dpo_trainer()(
+        model=load_trainable(p, FP32), args=DPOConfig(**training_args(p, str(tmp_path)), max_length=512),
+        train_dataset=dataset(pairs * 2, tok), processing_class=tok, peft_config=peft_config(p))
+    trainer.train()
+    assert [e for e in trainer.state.log_history if "rewards/accuracies" in e]
+    with pytest.raises(SystemExit, match="tool-calling pairs .* train through DPO only"):
+        dataset(pairs)  # the conversational form the reward model, ORPO and KTO take
 
 
 def test_implicit_reward_metrics():

@@ -150,6 +150,31 @@ def test_sft_trains_on_the_assistant_tokens(family, finetuning, tmp_path):
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
 
 
+def test_dpo_trains_on_tool_calling_pairs(family, tmp_path):
+    from trl import DPOConfig
+
+    from medforge.preference import dataset, tokenized, tokenized_dpo_trainer
+    from medforge.train import load_trainable, peft_config, training_args
+    name, path = family
+    tokenizer = load_tokenizer(path, FP32)
+    call = {"role": "assistant", "content": "", "tool_calls": TOOL_USE[1]["tool_calls"]}
+    pairs = [{"prompt": TOOL_USE[:1], "chosen": call, "rejected": "随便挂一个科。", "tools": TOOLS},
+             {"prompt": TOOL_USE[:3], "chosen": "请挂心内科。", "rejected": "请挂骨科。", "tools": TOOLS}]
+    rows = [tokenized(tokenizer, pair) for pair in pairs]
+    # an answer is the conversation's last turn: Qwen3 gives it the empty thinking block
+    last = "<think>\n\n</think>\n\n" if name == "qwen3" else ""
+    turns = [last + TOOL_TURNS[name][0], TOOL_TURNS[name][1]]
+    for row, turn in zip(rows, turns, strict=True):  # the answer's tokens: the turn, then what the template puts
+        assert tokenizer.decode(row["chosen_ids"]).startswith(turn)  # after it (a newline for Qwen)
+    assert TOOL_TURNS[name][0] not in tokenizer.decode(rows[0]["prompt_ids"])
+    p = params.load("dpo", init=str(path), finetuning="lora", max_steps=1, batch_size=2, logging_steps=1,
+                    precompute_ref_log_probs=False)
+    trainer = tokenized_dpo_trainer()(
+        model=load_trainable(p, FP32), args=DPOConfig(**training_args(p, str(tmp_path)), max_length=1024),
+        train_dataset=dataset(pairs, tokenizer), processing_class=tokenizer, peft_config=peft_config(p))
+    assert trainer.train().global_step == 1
+
+
 @pytest.fixture(scope="module")
 def gguf(family, tmp_path_factory):
     from stages.gguf import convert
