@@ -26,7 +26,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY serve/ serve/
-COPY medforge/__init__.py medforge/params.py medforge/
+COPY medforge/__init__.py medforge/params.py medforge/tools.py medforge/
 COPY params.yaml .
 USER 10001:10001
 EXPOSE 8000

@@ -2,13 +2,50 @@
 engine's FIELDS, streamed as server-sent events when asked. One generation runs at a time, in arrival order, in a
 worker thread that holds the engine; a client that goes away mid-stream stops its generation at the next chunk.
 
+With `tools`, the engine renders them with the model's template and the calls in the reply come back as OpenAI's
+`tool_calls` (finish_reason "tool_calls"); streamed, the whole reply is generated first and sent as one delta.
+`tool_choice: "none"` leaves the tools out.
+
 No `from __future__ import annotations` here: FastAPI must see `Request` in the route's signature.
 """
 import json
 import queue
 import threading
 
+from medforge import tools
+
 END = object()
+
+
+def calls_tools(request: dict) -> bool:
+    """Whether the request offers tools; drops them (and tool_choice) when tool_choice is "none"."""
+    if request.pop("tool_choice", None) == "none":
+        request.pop("tools", None)
+    return bool(request.get("tools"))
+
+
+def with_tool_calls(reply: dict) -> dict:
+    """A chat completion whose text calls tools as OpenAI returns it: `tool_calls`, the rest as content (null when
+    there is none), finish_reason "tool_calls"."""
+    choice = reply["choices"][0]
+    text, calls = tools.parse(choice["message"]["content"] or "")
+    if calls:
+        choice["message"] = {"role": "assistant", "content": text or None, "tool_calls": tools.openai_calls(calls)}
+        choice["finish_reason"] = "tool_calls"
+    return reply
+
+
+def as_chunks(reply: dict):
+    """A whole chat completion as stream chunks: one delta, the finish, the usage."""
+    choice, head = reply["choices"][0], {k: reply[k] for k in ("id", "created", "model")}
+    message = choice["message"]
+    delta = {"role": "assistant", "content": message["content"]}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    for choices in ([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+                    [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]):
+        yield {**head, "object": "chat.completion.chunk", "choices": choices}
+    yield {**head, "object": "chat.completion.chunk", "choices": [], "usage": reply["usage"]}
 
 
 def openai_app(engine, model_id: str):
@@ -25,12 +62,17 @@ def openai_app(engine, model_id: str):
 
     def complete(path: str, request: dict):
         with engine_lock:
+            if calls_tools(request):
+                return with_tool_calls(engine.complete(path, request))
             return engine.complete(path, request)
 
     def stream(path: str, request: dict, chunks: queue.Queue, cancelled: threading.Event) -> None:
         """Put the engine's chunks on `chunks`, then END; an exception in place of the rest."""
         with engine_lock:
-            iterator = engine.stream(path, request)
+            if calls_tools(request):
+                iterator = as_chunks(with_tool_calls(engine.complete(path, {**request, "stream": False})))
+            else:
+                iterator = engine.stream(path, request)
             try:
                 for chunk in iterator:
                     chunks.put(chunk)

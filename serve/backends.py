@@ -13,15 +13,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from medforge.tools import for_template
+
 # Request fields each engine honours, per route; serve.guard answers 400 naming any other. `user` (an end-user id
 # for abuse monitoring in OpenAI's API) changes no output and is accepted.
 SAMPLING = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "n", "stream",
             "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "user"}
-CHAT = SAMPLING | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+CHAT = SAMPLING | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "tools", "tool_choice"}
 # what llama-cpp-python's create_chat_completion and create_completion take of those
 LLAMA_ARGUMENTS = {"max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "stop", "seed",
                    "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "response_format",
-                   "logit_bias", "suffix", "echo"}
+                   "logit_bias", "suffix", "echo", "tools"}
 
 
 class ClientError(Exception):
@@ -108,6 +110,8 @@ class LlamaCpp:
         kwargs = body.model_dump(include=(self.FIELDS[path] & LLAMA_ARGUMENTS) | {"messages" if chat else "prompt"})
         if body.logit_bias:
             kwargs["logit_bias"] = {int(token): bias for token, bias in body.logit_bias.items()}
+        if chat:
+            kwargs["messages"] = for_template(kwargs["messages"])
         return {**kwargs, "model": self.model_id}
 
     def call(self, path: str, request: dict, stream: bool):
@@ -232,7 +236,8 @@ class Transformers:
 
     def prepare(self, request: dict):
         body = chat_request(request)
-        prompt = self.tokenizer.apply_chat_template(body.messages, add_generation_prompt=True, return_tensors="pt",
+        prompt = self.tokenizer.apply_chat_template(for_template(body.messages), tools=body.tools or None,
+                                                    add_generation_prompt=True, return_tensors="pt",
                                                     return_dict=True)["input_ids"].to(self.model.device)
         return body, prompt, self.generate_kwargs(body, prompt), f"chatcmpl-{uuid.uuid4().hex}"
 

@@ -49,18 +49,25 @@ def unsupported(request: dict) -> tuple[str, str] | None:
         return "top_logprobs", "top_logprobs: requires logprobs: true"
     if request.get("stream") and request.get("logprobs") is True:
         return "logprobs", "logprobs: returned only when not streaming"
+    if request.get("tool_choice", "auto") not in ("auto", "none"):
+        return "tool_choice", ('tool_choice: "auto" or "none"; this server does not force a call (send the tools '
+                               'and let the model choose)')
     return None
 
 
 def normalise(request: dict) -> None:
     """OpenAI's current names onto the engines': max_completion_tokens wins over the deprecated max_tokens (as in
-    vLLM), and response_format json_schema becomes llama.cpp's json_object with that schema."""
+    vLLM), response_format json_schema becomes llama.cpp's json_object with that schema, and a tool-calling turn's
+    null content the empty string llama-cpp-python's request models take."""
     if request.get("max_completion_tokens") is not None:
         request["max_tokens"] = request["max_completion_tokens"]
     request.pop("max_completion_tokens", None)
     form = request.get("response_format")
     if isinstance(form, dict) and form.get("type") == "json_schema":
         request["response_format"] = {"type": "json_object", "schema": (form.get("json_schema") or {}).get("schema")}
+    for message in request.get("messages") or []:  # a tool-calling turn's content is null in OpenAI's API
+        if isinstance(message, dict) and message.get("tool_calls") and message.get("content") is None:
+            message["content"] = ""
 
 
 def invalid(path: str, request: dict) -> str | None:
