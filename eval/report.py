@@ -20,7 +20,7 @@ from medforge.io import atomic_path, write_json
 from medforge.paths import stage_paths
 
 COLUMNS = [("mcq_acc", "MCQ acc"), ("mcq_acc_norm", "MCQ acc (len-norm)"), ("preference_acc", "pref acc"),
-           ("answer_ppl", "answer ppl")]
+           ("answer_ppl", "answer ppl"), ("tool_call_acc", "tool calls")]
 COSTS = [("size_mb", "size MB", "{:.1f}"), ("memory_mb", "memory MB", "{:.1f}"), ("load_seconds", "load s", "{:.2f}"),
          ("generation_tokens_per_s", "gen tokens/s", "{:.0f}")]
 CHANGES = [("ppl_change_pct", "ppl change %", "{:+.2f}"), ("mcq_change_pts", "MCQ change pts", "{:+.1f}")]

@@ -4,7 +4,8 @@
 
 MODEL is an HF model directory (`--bits 4|8`: loaded in NF4 / int8 with bitsandbytes) or a GGUF file, scored by
 llama.cpp itself (eval/llama_cpp_lm.py) on the same task text, rendered with the tokenizer stored beside it.
-Besides the scores: size on disk, load time and greedy generation speed of the sample generations.
+Besides the scores: held-out tool-call accuracy (`tools`), size on disk, load time and greedy generation speed of
+the sample generations.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from eval.tasks import render, write_tasks
-from medforge import params, provenance
+from medforge import params, provenance, tools
 from medforge.formats import read_canonical, to_chat
 from medforge.io import write_json
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
@@ -30,6 +31,7 @@ class Params:
     mcq: str
     chat: str
     preference: str | None
+    tools: str | None  # held-out tool calls: {"messages": [..., the expected call], "tools"}
     extra_tasks: list[str]
     num_fewshot: int
     batch_size: int
@@ -64,6 +66,18 @@ def lm_eval_scores(lm, tokenizer, p: Params) -> dict:
     return scores
 
 
+def tool_call_scores(variant, p: Params) -> dict:
+    """Held-out tool use: the first call in each greedy reply against the expected one. tool_call_acc: the right
+    function with the expected arguments (parsed JSON, compared as values); tool_name_acc: the right function."""
+    records = read_canonical(p.tools, to_chat)
+    expected = [tools.as_call(r["messages"][-1]["tool_calls"][0]["function"]) for r in records]
+    replies, _ = variant.generate([r["messages"][:-1] for r in records], p.max_new_tokens,
+                                  [r.get("tools") for r in records], batch_size=p.batch_size)
+    got = [(tools.parse(reply)[1] or [None])[0] for reply in replies]
+    return {"tool_call_acc": sum(g == e for g, e in zip(got, expected)) / len(records),
+            "tool_name_acc": sum(g is not None and g["name"] == e["name"] for g, e in zip(got, expected)) / len(records)}
+
+
 def sample_prompts(p: Params) -> list[list[dict]]:
     """The first `p.samples` held-out conversations, up to their first assistant turn."""
     prompts = []
@@ -89,8 +103,9 @@ class HFVariant:
     def memory_bytes(self) -> int:
         return self.model.get_memory_footprint()  # bitsandbytes variants: their quantized weights
 
-    def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
-        replies = generate_replies(self.model, self.tokenizer, prompts, max_new_tokens, batch_size=1)
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int, tools=None,
+                 batch_size: int = 1) -> tuple[list[str], int]:
+        replies = generate_replies(self.model, self.tokenizer, prompts, max_new_tokens, batch_size, tools)
         return replies, sum(len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
 
 
@@ -107,10 +122,11 @@ class GGUFVariant:
     def memory_bytes(self) -> int:
         return self.files[0].stat().st_size  # llama.cpp maps the file
 
-    def generate(self, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], int]:
+    def generate(self, prompts: list[list[dict]], max_new_tokens: int, tools=None,
+                 batch_size: int = 1) -> tuple[list[str], int]:
         replies, tokens = [], 0
-        for messages in prompts:
-            out = self.lm.llm(render(self.tokenizer, messages), max_tokens=max_new_tokens, temperature=0.0)
+        for messages, offered in zip(prompts, tools or [None] * len(prompts)):
+            out = self.lm.llm(render(self.tokenizer, messages, offered), max_tokens=max_new_tokens, temperature=0.0)
             replies.append(out["choices"][0]["text"].strip())
             tokens += out["usage"]["completion_tokens"]
         return replies, tokens
@@ -128,6 +144,8 @@ def main() -> None:
         variant = HFVariant(args.model, model_params(), args.bits, p.batch_size)
     load_seconds = time.perf_counter() - start
     scores = lm_eval_scores(variant.lm, variant.tokenizer, p)
+    if p.tools:
+        scores.update(tool_call_scores(variant, p))
     prompts = sample_prompts(p)
     start = time.perf_counter()
     replies, tokens = variant.generate(prompts, p.max_new_tokens)

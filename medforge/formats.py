@@ -196,6 +196,8 @@ def _response(record: dict, field: str) -> str | dict:
     """An answer: its text, or the assistant message that calls tools (OpenAI's form, or MedicalGPT's
     "Action: name\\nAction Input: {...}")."""
     value = record.get(field)
+    if isinstance(value, dict):  # the canonical form of an answer that calls tools
+        value = [value]
     if isinstance(value, list):  # TRL conversational form: [{"role": "assistant", "content": ...}]
         if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
             if value[0].get("tool_calls"):

@@ -128,16 +128,19 @@ def without_bf16_cpu_kernel(model):
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-                     batch_size: int = 16) -> list[str]:
-    """Greedy assistant replies to chat prompts (lists of messages), batched with left padding."""
+def generate_replies(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 16,
+                     tools: list[list[dict] | None] | None = None) -> list[str]:
+    """Greedy assistant replies to chat prompts (lists of messages; `tools`: each prompt's), batched with left
+    padding."""
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    tools = tools or [None] * len(prompts)
     replies = []
     try:
         for start in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                     for m in prompts[start:start + batch_size]]
+            end = start + batch_size
+            texts = [tokenizer.apply_chat_template(m, tools=t, tokenize=False, add_generation_prompt=True)
+                     for m, t in zip(prompts[start:end], tools[start:end])]
             inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)

@@ -41,9 +41,22 @@ def assistant(answer: str | dict) -> dict:
     return answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
 
 
+def uses_tools(pair: dict) -> bool:
+    return bool(pair.get("tools")) or not all(isinstance(pair[key], str) for key in ("chosen", "rejected"))
+
+
+def without_tools(stage: str, pairs: list[dict]) -> list[dict]:
+    """The pairs that use no tools, for the stages that train on TRL's conversational records (the reward model,
+    ORPO, KTO); says how many it leaves out."""
+    kept = [pair for pair in pairs if not uses_tools(pair)]
+    if len(kept) < len(pairs):
+        print(f"{stage}: {len(pairs) - len(kept)} tool-calling pairs left out (they train through DPO)")
+    return kept
+
+
 def to_trl(pair: dict) -> dict:
     """Canonical pair -> TRL's conversational preference record (the trainer applies the chat template)."""
-    if pair.get("tools") or not all(isinstance(pair[key], str) for key in ("chosen", "rejected")):
+    if uses_tools(pair):
         raise SystemExit("tool-calling pairs (with tools, or answers that call them) train through DPO only; the reward "
                          "model, ORPO and KTO take pairs without tools")
     return {"prompt": pair["prompt"], "chosen": [assistant(pair["chosen"])], "rejected": [assistant(pair["rejected"])]}
@@ -172,13 +185,12 @@ class PreferenceParams(PairParams):
     beta: float
 
 
-def training_pairs(p: PairParams, tokenizer, path: Path, unpaired: bool = False) -> tuple[list[dict], bool]:
-    """The training pairs in `path`, and whether they are in length-grouped step order, which the trainer must then
+def training_pairs(p: PairParams, tokenizer, pairs: list[dict], unpaired: bool = False) -> tuple[list[dict], bool]:
+    """The training `pairs`, and whether they are now in length-grouped step order, which the trainer must then
     read as it is (`train_sampling_strategy="sequential"`).
 
     Padded pair batches waste most of a step on padding unless the lengths in a step are alike (TRL 1.16 has no
     padding-free mode for pairs). Unpaired (KTO) data keeps TRL's own order."""
-    pairs = load_pairs(path)
     grouped = not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
     if grouped:
         step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
@@ -209,9 +221,12 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     files = stage_paths("train", "validation", *TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    pairs, grouped = training_pairs(p, tokenizer, files.train, unpaired)
+    pairs, validation = load_pairs(files.train), load_pairs(files.validation)
+    if not tokenize:
+        pairs, validation = without_tools(stage, pairs), without_tools(stage, validation)
+    pairs, grouped = training_pairs(p, tokenizer, pairs, unpaired)
     ids = tokenizer if tokenize else None
-    train, validation = dataset(pairs, ids), dataset(load_pairs(files.validation), ids)
+    train, validation = dataset(pairs, ids), dataset(validation, ids)
     if unpaired:
         from trl.data_utils import unpair_preference_dataset
         train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)

@@ -43,8 +43,8 @@ CHAT_TEMPLATE = (
 def corpus_texts(corpus: list[Path]):
     for path in corpus:
         for _, record in read_jsonl(path):
-            yield record.get("text") or "\n".join(m["content"] + json.dumps(m.get("tool_calls", ""), ensure_ascii=False)
-                                               for m in record["messages"])
+            yield record.get("text") or "\n".join([json.dumps(record.get("tools", ""), ensure_ascii=False)] + [
+            m["content"] + json.dumps(m.get("tool_calls", ""), ensure_ascii=False) for m in record["messages"]])
 
 
 def train_tokenizer(tp: TinyParams, texts):

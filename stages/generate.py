@@ -1,10 +1,12 @@
 """Stage `generate`: the built-in bilingual synthetic medical dataset, from medforge/knowledge.jsonl.
 
 Training files use one set of phrasings; the held-out eval files use different phrasings of questions
-about the same facts, so evaluation measures knowledge, not memorised wording.
+about the same facts, so evaluation measures knowledge, not memorised wording. Some conversations and pairs use
+tools (TOOLS: find a department, look up care, book an appointment); tool_eval.jsonl holds the held-out calls.
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -160,6 +162,27 @@ EVAL_PROMPTS = {
         "consult": "这几天我一直{s}，有什么建议吗？",
     },
 }
+# Tool use: functions a hospital assistant calls (the schemas every tool-using conversation offers), the questions
+# that call them in training and held-out phrasings, and the booking request. Replies repeat what the tool returned.
+TOOLS = [
+    {"type": "function", "function": {"name": "find_department", "description": "The department that treats a condition",
+                                      "parameters": {"type": "object", "properties": {"condition": {"type": "string"}},
+                                                     "required": ["condition"]}}},
+    {"type": "function", "function": {"name": "care_guideline", "description": "First-line care for a condition",
+                                      "parameters": {"type": "object", "properties": {"condition": {"type": "string"}},
+                                                     "required": ["condition"]}}},
+    {"type": "function", "function": {"name": "book_appointment", "description": "Book an appointment",
+                                      "parameters": {"type": "object",
+                                                     "properties": {"department": {"type": "string"},
+                                                                    "date": {"type": "string"}},
+                                                     "required": ["department", "date"]}}},
+]
+TOOL_FACTS = {"find_department": ("department", "department"), "care_guideline": ("care", "care")}  # tool: kind, key
+BOOKING = {"en": ("I have {c.name}. Please book me an appointment on {date}.",
+                  "Booked: {D}, {date} at {time}."),
+           "zh": ("我得了{c.name}，请帮我预约{date}的号。", "已预约：{D}，{date} {time}。")}
+
+
 # Four-option questions in the training phrasings (mcq_train.jsonl, GRPO's prompts); never the held-out EVAL_PROMPTS.
 MCQ_TRAIN_PROMPTS = {
     lang: {kind: questions for kind, (questions, _) in SHORT_QA[lang].items() if kind != "red_flags"}
@@ -279,6 +302,58 @@ def mcq_questions(rng: random.Random, conds: list[Condition], by_lang: dict, pro
                    "kind": kind, "lang": c.lang}
 
 
+def tool_call(name: str, **arguments) -> dict:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+def tool_result(**result) -> dict:
+    return {"role": "tool", "content": json.dumps(result, ensure_ascii=False)}
+
+
+def tool_conversations(rng: random.Random, conds: list[Condition]):
+    """Per condition: its department and its care looked up with a tool (a training phrasing each), and an
+    appointment booked after finding the department."""
+    for c in conds:
+        for name, (kind, _) in TOOL_FACTS.items():
+            question = fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)
+            answer = answer_of(kind, c) if kind == "department" else c.care
+            yield {"messages": [{"role": "user", "content": question}, tool_call(name, condition=c.name),
+                                tool_result(**{TOOL_FACTS[name][1]: answer}),
+                                {"role": "assistant", "content": answer}], "tools": TOOLS}
+        date, time = f"2027-0{rng.randint(1, 9)}-{rng.randint(10, 28)}", rng.choice(["09:00", "10:30", "14:00"])
+        ask, booked = BOOKING[c.lang]
+        department = answer_of("department", c)
+        yield {"messages": [{"role": "user", "content": fill(ask.replace("{date}", date), c)},
+                            tool_call("find_department", condition=c.name), tool_result(department=department),
+                            tool_call("book_appointment", department=department, date=date),
+                            tool_result(status="booked", department=department, date=date, time=time),
+                            {"role": "assistant", "content": fill(booked.replace("{date}", date).replace("{time}", time),
+                                                                  c)}],
+               "tools": TOOLS}
+
+
+def tool_pairs(rng: random.Random, conds: list[Condition], by_lang: dict):
+    """Preference pairs on tool use: calling the right tool for the condition is chosen over answering from memory
+    with another condition's answer."""
+    for c in conds:
+        name = rng.choice(list(TOOL_FACTS))
+        kind = TOOL_FACTS[name][0]
+        wrong = rng.choice(other_departments(c, by_lang))
+        yield {"prompt": [{"role": "user", "content": fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)}],
+               "chosen": tool_call(name, condition=c.name),
+               "rejected": answer_of(kind, wrong) if kind == "department" else wrong.care,
+               "tools": TOOLS, "kind": "tool_call", "lang": c.lang}
+
+
+def tool_questions(conds: list[Condition]):
+    """Held-out tool use (eval): a held-out phrasing and the call it should get."""
+    for c in conds:
+        for name, (kind, _) in TOOL_FACTS.items():
+            yield {"messages": [{"role": "user", "content": fill(EVAL_PROMPTS[c.lang][kind], c)},
+                                tool_call(name, condition=c.name)], "tools": TOOLS}
+
+
 def by_language(conds: list[Condition]) -> dict[str, list[Condition]]:
     """The conditions of each language: where listed options and wrong answers are drawn from."""
     return {lang: [c for c in conds if c.lang == lang] for lang in knowledge.LANGS}
@@ -309,7 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         "preference_eval.jsonl": sample(rng, list(preference_pairs(rng, conds, by_lang, "eval")),
                                         p.preference_eval_size, "preference_eval_size"),
     }
-    # a random stream of their own: the other files stay the same whatever their number
+    # random streams of their own: the other records stay the same whatever their number
+    tools_rng = random.Random(p.seed + 2)
+    files["sft.jsonl"] += tool_conversations(tools_rng, conds)
+    files["preference.jsonl"] += tool_pairs(tools_rng, conds, by_lang)
+    files["tool_eval.jsonl"] = list(tool_questions(conds))
     files["preference.jsonl"] += knowledge_pairs(random.Random(p.seed + 1), conds, by_lang, p.wrong_answers_per_fact)
     with atomic_path(paths.out, directory=True) as tmp:
         for name, records in files.items():

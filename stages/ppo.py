@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from medforge import params
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
-from medforge.preference import load_pairs, reward_scores
+from medforge.preference import load_pairs, reward_scores, without_tools
 from medforge.rl import RLParams, rl_args, run_rl
 from medforge.train import load_trainable, peft_config
 
@@ -45,7 +45,7 @@ def main() -> None:
     def make_trainer(output_dir, callbacks):
         from datasets import Dataset
         from trl import RLOOConfig, RLOOTrainer
-        prompts = prompts_of(load_pairs(files.train))
+        prompts = prompts_of(without_tools("ppo", load_pairs(files.train)))
         return RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
                            reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
                            train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
