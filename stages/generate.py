@@ -177,6 +177,7 @@ TOOLS = [
                                                                     "date": {"type": "string"}},
                                                      "required": ["department", "date"]}}},
 ]
+LOOKUP_TOOLS, BOOKING_TOOLS = TOOLS[:2], [TOOLS[0], TOOLS[2]]  # what each conversation offers: the model chooses
 TOOL_FACTS = {"find_department": ("department", "department"), "care_guideline": ("care", "care")}  # tool: kind, key
 BOOKING = {"en": ("I have {c.name}. Please book me an appointment on {date}.",
                   "Booked: {D}, {date} at {time}."),
@@ -320,17 +321,17 @@ def tool_conversations(rng: random.Random, conds: list[Condition]):
             answer = answer_of(kind, c) if kind == "department" else c.care
             yield {"messages": [{"role": "user", "content": question}, tool_call(name, condition=c.name),
                                 tool_result(**{TOOL_FACTS[name][1]: answer}),
-                                {"role": "assistant", "content": answer}], "tools": TOOLS}
+                                {"role": "assistant", "content": answer}], "tools": LOOKUP_TOOLS}
         date, time = f"2027-0{rng.randint(1, 9)}-{rng.randint(10, 28)}", rng.choice(["09:00", "10:30", "14:00"])
         ask, booked = BOOKING[c.lang]
         department = answer_of("department", c)
         yield {"messages": [{"role": "user", "content": fill(ask.replace("{date}", date), c)},
                             tool_call("find_department", condition=c.name), tool_result(department=department),
                             tool_call("book_appointment", department=department, date=date),
-                            tool_result(status="booked", department=department, date=date, time=time),
+                            tool_result(status="booked", time=time),
                             {"role": "assistant", "content": fill(booked.replace("{date}", date).replace("{time}", time),
                                                                   c)}],
-               "tools": TOOLS}
+               "tools": BOOKING_TOOLS}
 
 
 def tool_pairs(rng: random.Random, conds: list[Condition], by_lang: dict):
@@ -343,7 +344,7 @@ def tool_pairs(rng: random.Random, conds: list[Condition], by_lang: dict):
         yield {"prompt": [{"role": "user", "content": fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)}],
                "chosen": tool_call(name, condition=c.name),
                "rejected": answer_of(kind, wrong) if kind == "department" else wrong.care,
-               "tools": TOOLS, "kind": "tool_call", "lang": c.lang}
+               "tools": LOOKUP_TOOLS, "kind": "tool_call", "lang": c.lang}
 
 
 def tool_questions(conds: list[Condition]):
@@ -351,7 +352,7 @@ def tool_questions(conds: list[Condition]):
     for c in conds:
         for name, (kind, _) in TOOL_FACTS.items():
             yield {"messages": [{"role": "user", "content": fill(EVAL_PROMPTS[c.lang][kind], c)},
-                                tool_call(name, condition=c.name)], "tools": TOOLS}
+                                tool_call(name, condition=c.name)], "tools": LOOKUP_TOOLS}
 
 
 def by_language(conds: list[Condition]) -> dict[str, list[Condition]]:
