@@ -101,3 +101,22 @@ def test_tool_choice_none_leaves_the_tools_out_and_forcing_a_call_is_refused(cli
 ])
 def test_the_parser_reads_the_forms_the_templates_teach(reply, text, calls):
     assert tools.parse(reply) == (text, calls)
+
+
+def test_eval_scores_the_right_function_with_the_right_arguments(tmp_path):
+    from eval.run import tool_call_scores
+    held_out = tmp_path / "tool_eval.jsonl"
+    held_out.write_text(json.dumps({"messages": [*ASK, {"role": "assistant", "content": "", "tool_calls": [CALL]}],
+                                    "tools": [FIND]}) + "\n", encoding="utf-8")
+    replies = ['<tool_call>{"name": "find_department", "arguments": {"condition": "hypertension"}}</tool_call>',
+               '<tool_call>{"name": "find_department", "arguments": {"condition": "diabetes"}}</tool_call>',
+               '<tool_call>{"name": "book_appointment", "arguments": {"condition": "hypertension"}}</tool_call>',
+               "Cardiology."]
+
+    class Replies:  # a model variant that gives each reply in turn
+        def generate(self, prompts, max_new_tokens, offered, batch_size):
+            assert offered == [[FIND]] and prompts == [ASK]
+            return [replies.pop(0)], 0
+
+    scores = [tool_call_scores(Replies(), params.load("eval", tools=str(held_out))) for _ in range(4)]
+    assert [(s["tool_call_acc"], s["tool_name_acc"]) for s in scores] == [(1, 1), (0, 1), (0, 0), (0, 0)]
