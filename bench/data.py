@@ -4,7 +4,8 @@ revision's (params.yaml `bench_data.baseline`), in one command: seconds, records
 Two corpora, generated here: `records` ShareGPT conversations (JSONL, a few in a hundred repeated so deduplication
 has work) and a pretraining `.txt` file of `text_mb` MB (one document per line). Each run is a fresh process of the
 real stage (`python -m stages.prepare`, with the stage's own command-line files), its peak RSS from the kernel
-(wait4). Both revisions must give byte-identical outputs; the bench checks it. Writes reports/data_bench.json.
+(wait4). Both revisions must give byte-identical outputs (kinds added since the baseline: empty files); the bench
+checks it. Writes reports/data_bench.json.
 """
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def write_corpora(directory: Path, p: Params) -> tuple[Path, Path]:
 
 
 def checkout(revision: str, directory: Path) -> Path:
-    """The revision's code (`git archive` of stages/ and medforge/) in `directory`."""
-    archive = subprocess.run(["git", "archive", revision, "stages", "medforge"], cwd=ROOT, check=True,
+    """The revision's code and params.yaml (`git archive` of stages/, medforge/, params.yaml) in `directory`."""
+    archive = subprocess.run(["git", "archive", revision, "stages", "medforge", "params.yaml"], cwd=ROOT, check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(directory, filter="data")
@@ -78,8 +79,9 @@ def checkout(revision: str, directory: Path) -> Path:
 
 
 def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
-    """One `prepare` run of `code` on `data` (params.yaml `data` overrides) in `workdir`: time, peak RSS, outputs."""
-    params.write_overridden(workdir / "params.yaml", {"data": data}, ROOT / "params.yaml")
+    """One `prepare` run of `code` on `data` (overrides of the `data` section of the params.yaml beside `code`) in
+    `workdir`: time, peak RSS, and the sha256 of each output file."""
+    params.write_overridden(workdir / "params.yaml", {"data": data}, code / "params.yaml")
     cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *cmd[1:]], cwd=workdir, env={**os.environ, "PYTHONPATH": str(code)},
@@ -89,13 +91,18 @@ def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
     if status:
         raise SystemExit(f"prepare failed in {workdir} (code {code})")
     out = workdir / cmd[cmd.index("--out") + 1]
-    digest = hashlib.sha256()
-    for path in sorted(out.iterdir()):
-        digest.update(path.name.encode() + path.read_bytes())
     metrics = json.loads((workdir / cmd[cmd.index("--metrics") + 1]).read_text())
-    read = sum(m["read"] for k, m in metrics.items() if k != "provenance")
+    read = sum(m["read"] for m in metrics.values() if isinstance(m, dict) and "read" in m)
     return {"seconds": round(seconds, 1), "records_per_second": round(read / seconds), "records": read,
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "outputs_sha256": digest.hexdigest()}
+            "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "outputs_sha256": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(out.iterdir())}}
+
+
+def identical(baseline: dict, now: dict) -> bool:
+    """Every file the baseline wrote is byte for byte the same; files it did not write (kinds added since) are empty."""
+    empty = hashlib.sha256(b"").hexdigest()
+    return all(now.get(name) == digest for name, digest in baseline.items()) and \
+        all(digest == empty for name, digest in now.items() if name not in baseline)
 
 
 def main() -> None:
@@ -117,7 +124,7 @@ def main() -> None:
                 print(corpus, name, json.dumps(results[corpus][name]), flush=True)
     for corpus, runs in results.items():
         base, now = runs["baseline"], runs["this checkout"]
-        runs["identical_outputs"] = base["outputs_sha256"] == now["outputs_sha256"]
+        runs["identical_outputs"] = identical(base["outputs_sha256"], now["outputs_sha256"])
         runs["speedup"] = round(base["seconds"] / now["seconds"], 2)
         runs["peak_rss_ratio"] = round(now["peak_rss_mb"] / base["peak_rss_mb"], 3)
     report = {"date": date.today().isoformat(), "machine": device(), "records": p.records, "text_mb": p.text_mb,
