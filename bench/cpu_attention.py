@@ -14,11 +14,12 @@ import os
 import platform
 import tempfile
 from datetime import date
+from pathlib import Path
 
 from bench.throughput import StepClock
 from medforge import params
 from medforge.io import write_json
-from medforge.train import make_trainer, read_records
+from medforge.train import make_trainer
 
 
 def run(attn: str, steps: int, train_file: str) -> dict:
@@ -26,7 +27,7 @@ def run(attn: str, steps: int, train_file: str) -> dict:
     mp = params.load("model", attn_implementation=attn, dtype="float32")
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
-        trainer = make_trainer(p, read_records(train_file), None, out, assistant_only_loss=True, mp=mp,
+        trainer = make_trainer(p, Path(train_file), None, out, assistant_only_loss=True, mp=mp,
                                callbacks=[clock])
         trainer.train()
     tokens_per_s, steps_per_s = clock.rate(warmup=1, per_step=1)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from datetime import date
+from pathlib import Path
 
 from medforge import CPU_KERNELS
 from medforge.io import write_json
@@ -46,13 +47,13 @@ def train(steps: int) -> dict:
     """In the worker process: the SFT stage's trainer for `steps` steps; its losses and seconds per step."""
     from bench.throughput import StepClock
     from medforge import params
-    from medforge.train import make_trainer, read_records
+    from medforge.train import make_trainer
     p = params.load("sft", max_steps=steps, logging_steps=1)
     if os.environ.get("MEDFORGE_BENCH_BF16"):
         p = dataclasses.replace(p, bf16=True)
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
-        make_trainer(p, read_records("data/prepared/sft_train.jsonl"), None, out, assistant_only_loss=True,
+        make_trainer(p, Path("data/prepared/sft_train.jsonl"), None, out, assistant_only_loss=True,
                      mp=params.load("model"), callbacks=[clock]).train()
     return {"losses": clock.losses, "seconds_per_step": round(1 / clock.rate(warmup=1, per_step=1)[1], 3)}
 

@@ -1,4 +1,5 @@
-"""Preference pairs for the alignment stages: TRL's conversational form and held-out scoring.
+"""Preference pairs for the alignment stages: TRL's conversational form (reward model, ORPO, KTO), pairs tokenized
+here (DPO, tool calls included) and held-out scoring.
 
 Held-out metrics are the same for every stage, so DPO, ORPO and KTO compare directly:
   reward accuracy  share of pairs where training raised log p(chosen) more than log p(rejected), i.e. DPO's

@@ -16,7 +16,7 @@ from transformers import TrainerCallback, set_seed
 
 from medforge import chat, modelcard, provenance
 from medforge.checkpoints import SaveCheckpoints, checkpoint_params, clear, last_checkpoint, run_dir
-from medforge.io import atomic_path, count_records, read_jsonl
+from medforge.io import atomic_path, count_records
 from medforge.modeling import ModelParams, load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
 from medforge.progress import ProgressLines, in_terminal
@@ -61,6 +61,7 @@ class SFTParams(TrainParams):
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"]
     padding_free: bool  # without packing: each batch as one row (bfd packing is padding-free already)
     chunked_lm_head: Literal["auto"] | bool  # auto: on a GPU only (see trainer_class)
+    dataset_num_proc: int  # processes that tokenize the prepared data (0: one per core)
 
 
 def length_grouped(records: list, lengths: list[int], step_size: int, seed: int) -> list:
@@ -73,10 +74,6 @@ def length_grouped(records: list, lengths: list[int], step_size: int, seed: int)
     full, partial = (steps, []) if len(steps[-1]) == step_size else (steps[:-1], steps[-1:])
     rng.shuffle(full)
     return [records[i] for step in full + partial for i in step]
-
-
-def read_records(path: str | Path) -> list[dict]:
-    return [record for _, record in read_jsonl(path)]
 
 
 class LiveLogger(TrainerCallback):
@@ -183,29 +180,51 @@ def trainer_class(chunked: bool):
     return SFTTrainer if chunked else NativeLossSFTTrainer
 
 
-def make_trainer(p: SFTParams, train_records: list[dict], eval_records: list[dict] | None, output_dir: str,
-                 assistant_only_loss: bool, mp: ModelParams, callbacks=()):
+def memory_mapped(path: str | Path, cache_dir: str | Path):
+    """A prepared JSONL file as an Arrow dataset on disk (one `line` per record, its JSON text: nested tool schemas
+    stay as written, where Arrow would unify them across rows), or None when the file is empty."""
+    from datasets import load_dataset
+    if not Path(path).stat().st_size:
+        return None
+    lines = load_dataset("text", data_files=str(path), split="train", cache_dir=str(cache_dir))
+    return lines.rename_column("text", "line")
+
+
+def make_trainer(p: SFTParams, train_records: list[dict] | Path, eval_records: list[dict] | Path | None,
+                 output_dir: str, assistant_only_loss: bool, mp: ModelParams, callbacks=()):
     """TRL SFTTrainer from `p.init`: LoRA/QLoRA/full, packing, loss masked to assistant turns when asked (the
-    conversations tokenized here under the model's own template, medforge.chat; TRL builds labels from the mask)."""
+    conversations tokenized here under the model's own template, medforge.chat; TRL builds labels from the mask).
+    Records come as a list or as a prepared JSONL file, read memory-mapped and tokenized by `p.dataset_num_proc`
+    processes."""
     from datasets import Dataset
     from trl import SFTConfig
 
     tokenizer = load_tokenizer(p.init, mp)
 
-    def dataset(records):
+    def encode(record: dict) -> dict:
         if assistant_only_loss:
-            try:
-                records = [chat.tokenize(tokenizer, r["messages"], r.get("tools")) for r in records]
-            except chat.TemplateError as e:  # a property of the checkpoint, not of one record: one line
-                raise SystemExit(f"{p.init}: {e}") from None
-        return Dataset.from_list(records)
+            return chat.tokenize(tokenizer, record["messages"], record.get("tools"))
+        return record
+
+    def dataset(records):
+        if records is None or isinstance(records, list):
+            lines = Dataset.from_list([{"line": json.dumps(r, ensure_ascii=False)} for r in records or []])
+        else:
+            lines = memory_mapped(records, Path(output_dir) / "datasets")
+        if not lines:
+            return None
+        try:
+            return lines.map(lambda row: encode(json.loads(row["line"])), remove_columns=["line"],
+                             num_proc=min(p.dataset_num_proc or os.cpu_count(), max(len(lines) // 1000, 1)))
+        except chat.TemplateError as e:  # a property of the checkpoint, not of one record: one line
+            raise SystemExit(f"{p.init}: {e}") from None
 
     args = SFTConfig(**training_args(p, output_dir), max_length=p.max_length, packing=p.packing,
                      packing_strategy=p.packing_strategy, padding_free=p.padding_free,
                      include_num_input_tokens_seen="non_padding")
     trainer_cls = trainer_class(chunked_lm_head(p.chunked_lm_head))
     return trainer_cls(model=load_trainable(p, mp), args=args, train_dataset=dataset(train_records),
-                       eval_dataset=dataset(eval_records) if eval_records else None, processing_class=tokenizer,
+                       eval_dataset=dataset(eval_records), processing_class=tokenizer,
                        peft_config=peft_config(p), callbacks=list(callbacks))
 
 
@@ -327,6 +346,6 @@ def run_sft(stage: str, p: SFTParams, assistant_only_loss: bool) -> dict:
     files = stage_paths("train", "validation", *TRAINING)
 
     def build(output_dir, callbacks):
-        return make_trainer(p, read_records(files.train), read_records(files.validation), output_dir,
-                            assistant_only_loss, model_params(), callbacks=callbacks)
+        return make_trainer(p, files.train, files.validation, output_dir, assistant_only_loss, model_params(),
+                            callbacks=callbacks)
     return run(stage, p, build, files, [files.train, files.validation])

@@ -94,3 +94,17 @@ def test_tool_calls_are_trained_on_and_tool_results_never(tiny_model_dir, tmp_pa
     text = tok.decode(row["input_ids"])
     assert '"name": "find_department", "description"' in text.split("<|im_start|>user")[0]  # the schema, unlabelled
     assert '<|im_start|>tool\n{"department": "心内科"}<|im_end|>' in text and runs(row["labels"]) == 2
+
+
+def test_a_prepared_file_trains_as_its_records_do(tiny_model_dir, tmp_path):
+    """The stage reads its JSONL memory-mapped and tokenizes it in several processes: the same rows as a list."""
+    import json
+    records = (CONVERSATIONS + [TOOL_USE]) * 600  # 2,400 records: two tokenizing processes
+    path = tmp_path / "sft_train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    p = params.load("sft", init=str(tiny_model_dir), finetuning="lora", packing=False, max_length=1024,
+                    dataset_num_proc=2)
+    from_file = make_trainer(p, path, None, str(tmp_path / "a"), assistant_only_loss=True, mp=FP32).train_dataset
+    from_list = make_trainer(p, records, None, str(tmp_path / "b"), assistant_only_loss=True, mp=FP32).train_dataset
+    assert len(from_file) == len(records) and from_file[:] == from_list[:]
+    assert (tmp_path / "a" / "datasets").is_dir()  # the Arrow copy, in the stage's own run directory
