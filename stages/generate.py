@@ -162,8 +162,8 @@ EVAL_PROMPTS = {
         "consult": "这几天我一直{s}，有什么建议吗？",
     },
 }
-# Tool use: functions a hospital assistant calls (the schemas every tool-using conversation offers), the questions
-# that call them in training and held-out phrasings, and the booking request. Replies repeat what the tool returned.
+# Tool use: functions a hospital assistant calls, the ones each kind of conversation offers (the model chooses among
+# them), the fact each lookup tool returns, and the booking request. Replies repeat what the tool returned.
 TOOLS = [
     {"type": "function", "function": {"name": "find_department", "description": "The department that treats a condition",
                                       "parameters": {"type": "object", "properties": {"condition": {"type": "string"}},
@@ -178,7 +178,7 @@ TOOLS = [
                                                      "required": ["department", "date"]}}},
 ]
 LOOKUP_TOOLS, BOOKING_TOOLS = TOOLS[:2], [TOOLS[0], TOOLS[2]]  # what each conversation offers: the model chooses
-TOOL_FACTS = {"find_department": ("department", "department"), "care_guideline": ("care", "care")}  # tool: kind, key
+TOOL_FACTS = {"find_department": "department", "care_guideline": "care"}  # lookup tool: the kind of fact it returns
 BOOKING = {"en": ("I have {c.name}. Please book me an appointment on {date}.",
                   "Booked: {D}, {date} at {time}."),
            "zh": ("我得了{c.name}，请帮我预约{date}的号。", "已预约：{D}，{date} {time}。")}
@@ -316,11 +316,11 @@ def tool_conversations(rng: random.Random, conds: list[Condition]):
     """Per condition: its department and its care looked up with a tool (a training phrasing each), and an
     appointment booked after finding the department."""
     for c in conds:
-        for name, (kind, _) in TOOL_FACTS.items():
+        for name, kind in TOOL_FACTS.items():
             question = fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)
-            answer = answer_of(kind, c) if kind == "department" else c.care
+            answer = answer_of(kind, c)
             yield {"messages": [{"role": "user", "content": question}, tool_call(name, condition=c.name),
-                                tool_result(**{TOOL_FACTS[name][1]: answer}),
+                                tool_result(**{kind: answer}),
                                 {"role": "assistant", "content": answer}], "tools": LOOKUP_TOOLS}
         date, time = f"2027-0{rng.randint(1, 9)}-{rng.randint(10, 28)}", rng.choice(["09:00", "10:30", "14:00"])
         ask, booked = BOOKING[c.lang]
@@ -339,18 +339,17 @@ def tool_pairs(rng: random.Random, conds: list[Condition], by_lang: dict):
     with another condition's answer."""
     for c in conds:
         name = rng.choice(list(TOOL_FACTS))
-        kind = TOOL_FACTS[name][0]
+        kind = TOOL_FACTS[name]
         wrong = rng.choice(other_departments(c, by_lang))
         yield {"prompt": [{"role": "user", "content": fill(rng.choice(SHORT_QA[c.lang][kind][0]), c)}],
-               "chosen": tool_call(name, condition=c.name),
-               "rejected": answer_of(kind, wrong) if kind == "department" else wrong.care,
+               "chosen": tool_call(name, condition=c.name), "rejected": answer_of(kind, wrong),
                "tools": LOOKUP_TOOLS, "kind": "tool_call", "lang": c.lang}
 
 
 def tool_questions(conds: list[Condition]):
     """Held-out tool use (eval): a held-out phrasing and the call it should get."""
     for c in conds:
-        for name, (kind, _) in TOOL_FACTS.items():
+        for name, kind in TOOL_FACTS.items():
             yield {"messages": [{"role": "user", "content": fill(EVAL_PROMPTS[c.lang][kind], c)},
                                 tool_call(name, condition=c.name)], "tools": LOOKUP_TOOLS}
 
