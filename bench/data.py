@@ -107,8 +107,10 @@ def identical(baseline: dict, now: dict) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
-    p = params.load("bench_data")
+    parser.add_argument("--records", type=int, help="instead of bench_data.records")
+    parser.add_argument("--text-mb", type=int, help="instead of bench_data.text_mb")
+    args = parser.parse_args()
+    p = params.load("bench_data", **{k: v for k, v in vars(args).items() if v is not None})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         sft, text = write_corpora(scratch, p)
