@@ -59,7 +59,8 @@ def read_source(source: str, revision: str | None) -> Iterator[tuple[int, dict |
         if len(rest) > 2:
             raise SystemExit(f"{source}: expected hf:org/name[:config]:split")
         config, split = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0] if rest else "train")
-        for i, row in enumerate(datasets.load_dataset(name, config, split=split, revision=revision), 1):
+        rows = datasets.load_dataset(name, config, split=split, revision=revision, streaming=True)  # nothing cached
+        for i, row in enumerate(rows, 1):
             yield i, dict(row)
         return
     path = Path(source)

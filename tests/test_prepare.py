@@ -94,15 +94,15 @@ def test_hf_sources_go_through_load_dataset(workdir, monkeypatch, source, call):
     import datasets
     calls = []
 
-    def fake_load_dataset(name, config=None, split=None, revision=None):
-        calls.append((name, config, split, revision))
-        return [GOOD_SFT[0], {"conversations": [{"from": "human", "value": ""}]}]
+    def fake_load_dataset(name, config=None, split=None, revision=None, streaming=False):
+        calls.append((name, config, split, revision, streaming))
+        return iter([GOOD_SFT[0], {"conversations": [{"from": "human", "value": ""}]}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     set_params(workdir, {"data": {"pretrain": [], "sft": [source], "preference": [], "on_error": "skip",
                                   "hf_revision": "abc123"}}, base=ROOT)
     prepare.main(ARGS)
-    assert calls == [(*call, "abc123")]
+    assert calls == [(*call, "abc123", True)]  # streamed: rows are read as they arrive, none held
     metrics = json.loads((workdir / "metrics/data.json").read_text())
     assert metrics["sft"]["read"] == 2 and metrics["sft"]["rejected"] == 1
     rejects = read(workdir / "data/prepared/rejects.jsonl")
