@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -95,7 +96,14 @@ def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
     read = sum(m["read"] for m in metrics.values() if isinstance(m, dict) and "read" in m)
     return {"seconds": round(seconds, 1), "records_per_second": round(read / seconds), "records": read,
             "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "outputs_sha256": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(out.iterdir())}}
+            "outputs_sha256": {path.name: file_sha256(path) for path in sorted(out.iterdir())}}
+
+
+def file_sha256(path: Path) -> str:
+    """Read in chunks: a forked child's peak RSS starts from this process's (Linux copies the high-water mark), so
+    this process must never hold an output whole."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def identical(baseline: dict, now: dict) -> bool:
@@ -113,7 +121,13 @@ def main() -> None:
     p = params.load("bench_data", **{k: v for k, v in vars(args).items() if v is not None})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        sft, text = write_corpora(scratch, p)
+        # in a process of their own, for the same reason as file_sha256
+        sft, text = scratch / "sharegpt.jsonl", scratch / "corpus.txt"
+        writer = multiprocessing.get_context("spawn").Process(target=write_corpora, args=(scratch, p))
+        writer.start()
+        writer.join()
+        if writer.exitcode:
+            raise SystemExit(f"writing the corpora failed (exit code {writer.exitcode})")
         codes = {"baseline": checkout(p.baseline, scratch / "baseline"), "this checkout": ROOT}
         corpora = {"sft": {"sft": [str(sft)], "pretrain": [], "preference": []},
                    "pretrain": {"sft": [], "pretrain": [str(text)], "preference": []}}
