@@ -74,8 +74,9 @@ def tool_call_scores(variant, p: Params) -> dict:
     replies, _ = variant.generate([r["messages"][:-1] for r in records], p.max_new_tokens,
                                   [r.get("tools") for r in records], batch_size=p.batch_size)
     got = [(tools.parse(reply)[1] or [None])[0] for reply in replies]
+    named = [g is not None and g["name"] == e["name"] for g, e in zip(got, expected)]
     return {"tool_call_acc": sum(g == e for g, e in zip(got, expected)) / len(records),
-            "tool_name_acc": sum(g is not None and g["name"] == e["name"] for g, e in zip(got, expected)) / len(records)}
+            "tool_name_acc": sum(named) / len(records)}
 
 
 def sample_prompts(p: Params) -> list[list[dict]]:

@@ -36,8 +36,8 @@ GPUS = {  # name: (memory GiB, dense bf16 TFLOP/s), from the vendors' data sheet
     "a10-24g": (24, 125), "l4-24g": (24, 121), "l40s-48g": (48, 362), "a100-40g": (40, 312), "a100-80g": (80, 312),
     "h100-80g": (80, 989), "h200-141g": (141, 989)}
 PAIRED = {"dpo", "orpo"}  # a step runs chosen and rejected
-REFERENCE = {"dpo", "kto"}
-FUSED_HEAD = {"dpo", "kto"}  # TRL 1.16 computes their log-probabilities in chunks, never the whole logits  # a frozen reference model, unless LoRA (adapter disabled) or precomputed
+REFERENCE = {"dpo", "kto"}  # a frozen reference model, unless LoRA (adapter disabled) or precomputed
+FUSED_HEAD = {"dpo", "kto"}  # TRL 1.16 computes their log-probabilities in chunks, never the whole logits
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,9 @@ def main(argv=None) -> None:
     memory = (args.gpu_gb or memory) * GiB
     dist, nproc = os.environ.get("DIST", "single"), int(os.environ.get("NPROC", "1"))
     model = params.load("model", args.params)
-    print(f"{model.base}: {model_shape(model).params() / 1e6:,.0f}M parameters; {memory / GiB:g} GiB, {args.gpu}'s speed; "
-          f"DIST={dist} NPROC={nproc}. Estimates, not measurements (medforge/plan.py says how); GiB per GPU:")
+    print(f"{model.base}: {model_shape(model).params() / 1e6:,.0f}M parameters; {memory / GiB:g} GiB, "
+          f"{args.gpu}'s speed; DIST={dist} NPROC={nproc}. Estimates, not measurements (medforge/plan.py says how); "
+          f"GiB per GPU:")
     print(f"{'stage':6} {'method':6} {'weights':>8} {'state':>7} {'activ.':>7} {'logits':>7} {'ref':>5} "
           f"{'total':>7}  {'tokens/s':>9}  fits")
     for stage, p, e, verdict in plan(args.params, memory, tflops, dist, nproc):

@@ -58,8 +58,8 @@ def without_tools(stage: str, pairs: list[dict]) -> list[dict]:
 def to_trl(pair: dict) -> dict:
     """Canonical pair -> TRL's conversational preference record (the trainer applies the chat template)."""
     if uses_tools(pair):
-        raise SystemExit("tool-calling pairs (with tools, or answers that call them) train through DPO only; the reward "
-                         "model, ORPO and KTO take pairs without tools")
+        raise SystemExit("tool-calling pairs (with tools, or answers that call them) train through DPO only; the "
+                         "reward model, ORPO and KTO take pairs without tools")
     return {"prompt": pair["prompt"], "chosen": [assistant(pair["chosen"])], "rejected": [assistant(pair["rejected"])]}
 
 
