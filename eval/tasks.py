@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from medforge import chat
 from medforge.formats import mcq_prompt, read_canonical, to_chat, to_mcq, to_preference
 from medforge.io import write_jsonl
 
@@ -56,7 +57,7 @@ metric_list:
 
 
 def render(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    return chat.render(tokenizer, messages, tools, add_generation_prompt=True)
 
 
 def continuation_tokens(tokenizer, prompt: str, answer: str) -> int:
