@@ -3,13 +3,15 @@ revision's (params.yaml `bench_data.baseline`), in one command: seconds, records
 
 Two corpora, generated here: `records` ShareGPT conversations (JSONL, a few in a hundred repeated so deduplication
 has work) and a pretraining `.txt` file of `text_mb` MB (one document per line). Each run is a fresh process of the
-real stage (`python -m stages.prepare`, with the stage's own command-line files), its peak RSS from the kernel
-(wait4). Both revisions must give byte-identical outputs (kinds added since the baseline: empty files); the bench
-checks it. Writes reports/data_bench.json.
+real stage (`python -m stages.prepare`, with the stage's own command-line files): its peak RSS from the kernel
+(wait4: the largest process) and summed over its worker processes (sampled). Both revisions must give
+byte-identical outputs (kinds added since the baseline: empty files); the bench checks it. Writes
+reports/data_bench.json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -87,16 +90,37 @@ def run_prepare(code: Path, workdir: Path, data: dict) -> dict:
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *cmd[1:]], cwd=workdir, env={**os.environ, "PYTHONPATH": str(code)},
                                stdout=subprocess.DEVNULL)
+    tree = {"peak": 0}
+    sampler = threading.Thread(target=sample_tree_rss, args=(process.pid, tree), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
+    sampler.join()
     if status:
         raise SystemExit(f"prepare failed in {workdir} (code {code})")
     out = workdir / cmd[cmd.index("--out") + 1]
     metrics = json.loads((workdir / cmd[cmd.index("--metrics") + 1]).read_text())
     read = sum(m["read"] for m in metrics.values() if isinstance(m, dict) and "read" in m)
     return {"seconds": round(seconds, 1), "records_per_second": round(read / seconds), "records": read,
-            "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024), "peak_tree_rss_mb": round(tree["peak"] / 2**20),
             "outputs_sha256": {path.name: file_sha256(path) for path in sorted(out.iterdir())}}
+
+
+def sample_tree_rss(pid: int, tree: dict, every: float = 0.05) -> None:
+    """The peak of the summed RSS of `pid` and its worker processes, sampled until it exits (the kernel's peak,
+    `peak_rss_mb`, is the largest single process's)."""
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        while root.status() != psutil.STATUS_ZOMBIE:
+            total = 0
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += process.memory_info().rss
+            tree["peak"] = max(tree["peak"], total)
+            time.sleep(every)
+    except psutil.NoSuchProcess:
+        pass
 
 
 def file_sha256(path: Path) -> str:

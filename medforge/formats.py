@@ -31,7 +31,10 @@ OPENAI_ROLES = {r: r for r in ("system", "user", "assistant", "tool")}
 class FormatError(ValueError):
     def __init__(self, field: str, expected: str):
         super().__init__(f"field '{field}': expected {expected}")
-        self.field = field
+        self.field, self.expected = field, expected
+
+    def __reduce__(self):  # pickled to and from prepare's worker processes
+        return FormatError, (self.field, self.expected)
 
 
 def _text(record: dict, field: str) -> str:

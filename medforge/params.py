@@ -111,10 +111,8 @@ def write_overridden(target: Path, override: dict, source: Path = PARAMS_FILE) -
     import io
 
     from ruamel.yaml import YAML
-    writer = YAML()
-    writer.width = 120
-    writer.indent(mapping=2, sequence=2, offset=0)
-    writer.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    writer = YAML()  # as DVC writes params.yaml back (`dvc exp run -S`), so that either leaves the rest as it was
+    writer.default_flow_style = False
     writer.representer.add_representer(float, _float)
     data = writer.load(Path(source).read_text(encoding="utf-8"))
     changed = _put(data, override, "")

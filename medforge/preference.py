@@ -8,8 +8,8 @@ Held-out metrics are the same for every stage, so DPO, ORPO and KTO compare dire
 """
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,7 @@ from medforge.chat import render
 from medforge.formats import read_canonical, to_preference
 from medforge.modeling import load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
-from medforge.train import TrainParams, length_grouped, run, whole_weights
+from medforge.train import TrainParams, length_grouped, memory_mapped, processes, run, whole_weights
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -86,24 +86,6 @@ def tokenized_dpo_trainer():
             return dataset
 
     return TokenizedDPOTrainer
-
-
-def dataset(pairs: list[dict], tokenizer=None):
-    """TRL's records as a Dataset (tokenized here with `tokenizer`, else conversational); under several processes
-    backed by an Arrow file in the datasets cache: TRL caches
-    precomputed reference log-probs next to a dataset's file, where every process finds them (an in-memory dataset's
-    cache goes to a temporary directory of each process's own)."""
-    from datasets import Dataset, config
-    records = Dataset.from_list([tokenized(tokenizer, p) if tokenizer else to_trl(p) for p in pairs])
-    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
-        return records
-    path = Path(config.HF_DATASETS_CACHE) / "medforge" / f"{records._fingerprint}.arrow"
-    if not path.exists():  # any process may write it: the same content, moved into place atomically
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            records.flatten_indices(cache_file_name=f"{tmp}/data.arrow")
-            os.replace(f"{tmp}/data.arrow", path)
-    return Dataset.from_file(str(path))
 
 
 def completion_ids(tokenizer, prompt: list[dict], completion: str | dict,
@@ -178,6 +160,7 @@ class PairParams(TrainParams):
     heldout: str
     max_length: int
     group_by_length: Literal["auto"] | bool  # each step's pairs of similar length; auto: on a GPU
+    dataset_num_proc: int  # processes that tokenize the prepared pairs (0: one per core)
 
 
 @dataclass
@@ -186,17 +169,43 @@ class PreferenceParams(PairParams):
     beta: float
 
 
-def training_pairs(p: PairParams, tokenizer, pairs: list[dict], unpaired: bool = False) -> tuple[list[dict], bool]:
-    """The training `pairs`, and whether they are now in length-grouped step order, which the trainer must then
-    read as it is (`train_sampling_strategy="sequential"`).
+def pair_records(stage: str, p: PairParams, tokenizer, path: str | Path, cache_dir: Path, tokenize: bool,
+                 grouped: bool = False):
+    """A prepared pairs file as TRL's records, memory-mapped and encoded by `p.dataset_num_proc` processes (None
+    when empty): tokenized here (`tokenized`, for `tokenized_dpo_trainer`, tool-calling pairs included) or TRL's
+    conversational pairs (the reward model, ORPO, KTO; tool-calling pairs left out, counted).
 
-    Padded pair batches waste most of a step on padding unless the lengths in a step are alike (TRL 1.16 has no
-    padding-free mode for pairs). Unpaired (KTO) data keeps TRL's own order."""
-    grouped = not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
-    if grouped:
-        step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
-        pairs = length_grouped(pairs, [pair_length(tokenizer, x) for x in pairs], step, p.seed)
-    return pairs, grouped
+    `grouped`: in length-grouped step order, which the trainer must then read as it is
+    (`train_sampling_strategy="sequential"`). Padded pair batches waste most of a step on padding unless the lengths
+    in a step are alike (TRL 1.16 has no padding-free mode for pairs)."""
+    lines = memory_mapped(path, cache_dir)
+    if lines is None:
+        return None
+    n = processes(p.dataset_num_proc, len(lines))
+
+    def pair(row: dict) -> dict:
+        return to_preference(json.loads(row["line"]))
+
+    if not tokenize:
+        kept = lines.filter(lambda row: not uses_tools(pair(row)), num_proc=n)
+        if len(kept) < len(lines):
+            print(f"{stage}: {len(lines) - len(kept)} tool-calling pairs left out of {path} (they train through DPO)")
+        lines = kept
+
+    def encode(row: dict) -> dict:
+        record = tokenized(tokenizer, pair(row)) if tokenize else to_trl(pair(row))
+        return {**record, "length": pair_length(tokenizer, pair(row))} if grouped else record
+
+    records = lines.map(encode, remove_columns=["line"], num_proc=n)
+    if not grouped:
+        return records
+    step = p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))
+    order = length_grouped(list(range(len(records))), records["length"], step, p.seed)
+    return records.remove_columns("length").select(order)
+
+
+def grouped_by_length(p: PairParams) -> bool:
+    return torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length
 
 
 @dataclass
@@ -222,19 +231,18 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
     files = stage_paths("train", "validation", *TRAINING)
     mp = model_params()
     tokenizer = load_tokenizer(p.init, mp)
-    pairs, validation = load_pairs(files.train), load_pairs(files.validation)
-    if not tokenize:
-        pairs, validation = without_tools(stage, pairs), without_tools(stage, validation)
-    pairs, grouped = training_pairs(p, tokenizer, pairs, unpaired)
-    ids = tokenizer if tokenize else None
-    train, validation = dataset(pairs, ids), dataset(validation, ids)
-    if unpaired:
-        from trl.data_utils import unpair_preference_dataset
-        train, validation = unpair_preference_dataset(train), unpair_preference_dataset(validation)
+    grouped = not unpaired and grouped_by_length(p)  # unpaired (KTO) data keeps TRL's own order
     heldout = load_pairs(p.heldout)
     before = {}
 
     def build(output_dir, callbacks):
+        train, validation = (pair_records(stage, p, tokenizer, path, Path(output_dir) / "datasets", tokenize, group)
+                             for path, group in ((files.train, grouped), (files.validation, False)))
+        if unpaired:
+            from trl.data_utils import unpair_preference_dataset
+            train = unpair_preference_dataset(train)
+            validation = validation and unpair_preference_dataset(validation)
+        before["examples"] = len(train)
         trainer = make_trainer(train, validation, tokenizer, output_dir, callbacks)
         if grouped:  # the pairs are already in step order: read them as they are
             trainer.args.train_sampling_strategy = "sequential"
@@ -243,7 +251,7 @@ def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool
         return trainer
 
     def report(trainer):
-        dropped = len(train) - len(trainer.train_dataset)
+        dropped = before["examples"] - len(trainer.train_dataset)
         if dropped:
             print(f"{stage}: {dropped} training examples dropped: prompt alone fills max_length={p.max_length}")
         return {"train_examples": len(trainer.train_dataset), "dropped_too_long": dropped,

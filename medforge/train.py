@@ -121,7 +121,7 @@ def peft_config(p: TrainParams, task_type: str = "CAUSAL_LM"):
 
 def use_bf16(setting: str | bool) -> bool:
     """`auto` never picks bf16 on a CPU: only some CPUs have AVX512-BF16/AMX, and there bf16 autocast gave other
-    numbers for the same commit (README "Reproducibility"); `true` asks for it."""
+    numbers for the same commit (docs/reproducibility.md); `true` asks for it."""
     if setting != "auto":
         return setting
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -190,6 +190,11 @@ def memory_mapped(path: str | Path, cache_dir: str | Path):
     return lines.rename_column("text", "line")
 
 
+def processes(setting: int, rows: int) -> int:
+    """Processes to tokenize `rows` records with: `setting` (0: one per core), at most one per thousand rows."""
+    return min(setting or os.cpu_count(), max(rows // 1000, 1))
+
+
 def make_trainer(p: SFTParams, train_records: list[dict] | Path, eval_records: list[dict] | Path | None,
                  output_dir: str, assistant_only_loss: bool, mp: ModelParams, callbacks=()):
     """TRL SFTTrainer from `p.init`: LoRA/QLoRA/full, packing, loss masked to assistant turns when asked (the
@@ -215,7 +220,7 @@ def make_trainer(p: SFTParams, train_records: list[dict] | Path, eval_records: l
             return None
         try:
             return lines.map(lambda row: encode(json.loads(row["line"])), remove_columns=["line"],
-                             num_proc=min(p.dataset_num_proc or os.cpu_count(), max(len(lines) // 1000, 1)))
+                             num_proc=processes(p.dataset_num_proc, len(lines)))
         except chat.TemplateError as e:  # a property of the checkpoint, not of one record: one line
             raise SystemExit(f"{p.init}: {e}") from None
 

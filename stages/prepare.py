@@ -10,12 +10,19 @@ rejects the record (counted; rejects.jsonl names the source, line and kinds, nev
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections import Counter
-from collections.abc import Iterator
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from medforge import params, phi, provenance
 from medforge.formats import IMPORTERS, FormatError
@@ -34,6 +41,10 @@ class Params:
     validation_fraction: float
     seed: int
     hf_revision: str | None
+    num_proc: int  # processes that import records (0: one per core)
+
+
+CHUNK = 1000  # records a worker imports at a time
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str | FormatError]]:
@@ -105,47 +116,124 @@ def in_validation(key: str, p: Params) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < p.validation_fraction
 
 
+@dataclass
+class Imported:
+    """One read record after import, PHI scan and hashing (in a worker process): its output line, the digest of its
+    canonical JSON, its split and its personal-data findings; or why it was refused."""
+    line: int
+    error: str | None
+    text: str
+    digest: bytes
+    validation: bool
+    found: Counter | None
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:  # itertools.batched from Python 3.12
+    items = iter(items)
+    while chunk := list(itertools.islice(items, n)):
+        yield chunk
+
+
+def import_chunk(kind: str, p: Params, chunk: list[tuple[int, dict | str | FormatError]]) -> list[Imported]:
+    importer, done = IMPORTERS[kind], []
+    for line, raw in chunk:
+        try:
+            record = importer(parse_object(raw))
+        except FormatError as e:
+            done.append(Imported(line, str(e), "", b"", False, None))
+            continue
+        record, found = phi.scan(record, masking=p.phi == "mask")
+        key = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        done.append(Imported(line, None, text=json.dumps(record, ensure_ascii=False) + "\n",
+                             digest=hashlib.blake2b(key.encode(), digest_size=16).digest(),
+                             validation=in_validation(key, p), found=found or None))
+    return done
+
+
+def workers(p: Params) -> int:
+    return p.num_proc or os.cpu_count()
+
+
+def imported(kind: str, p: Params, source: str, pool) -> Iterator[list[Imported]]:
+    """`source`'s records imported chunk by chunk by `pool`'s processes (here without one), in order; a few chunks
+    ahead at most, so memory does not grow with the source."""
+    chunks = batched(read_source(source, p.hf_revision), CHUNK)
+    if pool is None:
+        yield from (import_chunk(kind, p, chunk) for chunk in chunks)
+        return
+    pending = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(import_chunk, kind, p, chunk))
+        if len(pending) > 2 * workers(p):
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class Digests:
+    """The digests seen so far, 16 bytes each: the latest in a set, the rest in a sorted array, merged in as the
+    set grows (a Python set would take about 95 bytes a digest: 1.2 GB for a 10 GB text corpus)."""
+
+    def __init__(self, merge_at: int = 1 << 18):
+        self.recent, self.merged, self.merge_at = set(), np.empty(0, dtype="V16"), merge_at
+
+    def new(self, batch: list[bytes]) -> list[bool]:
+        """For each digest in `batch`, in order, whether it is seen here for the first time (and add it)."""
+        old = np.zeros(len(batch), dtype=bool)
+        if len(self.merged) and batch:
+            query = np.frombuffer(b"".join(batch), dtype="V16")
+            at = np.minimum(np.searchsorted(self.merged, query), len(self.merged) - 1)
+            old = self.merged[at] == query
+        fresh = []
+        for digest, seen in zip(batch, old.tolist(), strict=True):
+            fresh.append(not seen and digest not in self.recent)
+            if fresh[-1]:
+                self.recent.add(digest)
+        if len(self.recent) >= self.merge_at:
+            add = np.sort(np.frombuffer(b"".join(self.recent), dtype="V16"))
+            self.merged = np.insert(self.merged, np.searchsorted(self.merged, add), add)
+            self.recent = set()
+        return fresh
+
+
 def reject(rejects, source: str, line: int, kind: str, error: str) -> None:
     rejects.write(json.dumps({"source": source, "line": line, "kind": kind, "error": error}, ensure_ascii=False) + "\n")
 
 
-def prepare_kind(kind: str, p: Params, out: Path, rejects, personal: dict[str, Counter]) -> dict:
+def prepare_kind(kind: str, p: Params, out: Path, rejects, personal: dict[str, Counter], pool) -> dict:
     """Import, dedupe and split one kind's sources into OUT/<kind>_{train,validation}.jsonl as they are read;
-    personal data found is added to `personal` (source -> kind -> count). Memory holds a 16-byte digest per distinct
-    record (of its canonical JSON), not the records."""
-    importer, seen = IMPORTERS[kind], set()
+    personal data found is added to `personal` (source -> kind -> count). Memory holds a digest per distinct record
+    (of its canonical JSON), not the records."""
     counts = {"read": 0, "rejected": 0, "duplicates": 0, "train": 0, "validation": 0}
+    digests = Digests()
     with open(out / f"{kind}_train.jsonl", "w", encoding="utf-8") as train, \
             open(out / f"{kind}_validation.jsonl", "w", encoding="utf-8") as validation:
         for source in getattr(p, kind):
             read_before = counts["read"]
-            for line, raw in read_source(source, p.hf_revision):
-                counts["read"] += 1
-                try:
-                    record = importer(parse_object(raw))
-                except FormatError as e:
-                    if p.on_error == "fail":
-                        raise SystemExit(f"{source}:{line}: {e} ({kind} record; set data.on_error: skip "
-                                         f"to reject and count such records instead)") from None
-                    counts["rejected"] += 1
-                    reject(rejects, source, line, kind, str(e))
-                    continue
-                record, found = phi.scan(record, masking=p.phi == "mask")
-                if found:
-                    personal.setdefault(source, Counter()).update(found)
-                    personal[source]["records"] += 1
-                    if p.phi == "reject":
-                        reject(rejects, source, line, kind, f"personal data: {', '.join(sorted(found))} (data.phi)")
+            for chunk in imported(kind, p, source, pool):
+                counts["read"] += len(chunk)
+                kept = []
+                for record in chunk:
+                    if record.error:
+                        if p.on_error == "fail":
+                            raise SystemExit(f"{source}:{record.line}: {record.error} ({kind} record; set "
+                                             f"data.on_error: skip to reject and count such records instead)")
+                        counts["rejected"] += 1
+                        reject(rejects, source, record.line, kind, record.error)
+                    elif record.found and p.phi == "reject":
+                        reject(rejects, source, record.line, kind,
+                               f"personal data: {', '.join(sorted(record.found))} (data.phi)")
+                    else:
+                        kept.append(record)
+                    if record.found:
+                        personal.setdefault(source, Counter()).update(record.found)
+                        personal[source]["records"] += 1
+                for record, new in zip(kept, digests.new([record.digest for record in kept]), strict=True):
+                    if not new:
+                        counts["duplicates"] += 1
                         continue
-                key = json.dumps(record, ensure_ascii=False, sort_keys=True)
-                digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
-                if digest in seen:
-                    counts["duplicates"] += 1
-                    continue
-                seen.add(digest)
-                split = "validation" if in_validation(key, p) else "train"
-                (validation if split == "validation" else train).write(json.dumps(record, ensure_ascii=False) + "\n")
-                counts[split] += 1
+                    (validation if record.validation else train).write(record.text)
+                    counts["validation" if record.validation else "train"] += 1
             if counts["read"] == read_before:
                 raise SystemExit(f"{source}: no records in it (data.{kind}); fix the file or remove it from "
                                  f"params.yaml")
@@ -156,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     paths = stage_paths("out", "metrics", argv=argv)
     p = params.load("data")
     personal = {}
-    with atomic_path(paths.out, directory=True) as tmp, open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects:
-        metrics = {kind: prepare_kind(kind, p, tmp, rejects, personal) for kind in IMPORTERS}
+    with atomic_path(paths.out, directory=True) as tmp, open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects, \
+            (ProcessPoolExecutor(workers(p), get_context("spawn")) if workers(p) > 1 else nullcontext()) as pool:
+        metrics = {kind: prepare_kind(kind, p, tmp, rejects, personal, pool) for kind in IMPORTERS}
     metrics["phi"] = {"action": p.phi, "findings": {source: dict(found) for source, found in personal.items()}}
     provenance.write_metrics(paths.metrics, metrics)
     print(json.dumps(metrics))

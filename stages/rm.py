@@ -4,12 +4,12 @@ SFT model (params.yaml `rm`). The output is always a standalone model, LoRA merg
 Held-out metrics: pairwise accuracy (score of chosen > rejected) and mean margin on `rm.heldout`.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
-from medforge.preference import (PairParams, by_kind, dataset, load_pairs, reward_scores, training_pairs,
-                                 without_tools)
+from medforge.preference import PairParams, by_kind, grouped_by_length, load_pairs, pair_records, reward_scores
 from medforge.train import load_trainable, peft_config, run, training_args
 
 
@@ -37,11 +37,12 @@ def main() -> None:
 
     def build(output_dir, callbacks):
         from trl import RewardConfig, RewardTrainer
-        pairs, grouped = training_pairs(p, tokenizer, without_tools("rm", load_pairs(files.train)))
+        grouped = grouped_by_length(p)
+        train, validation = (pair_records("rm", p, tokenizer, path, Path(output_dir) / "datasets", False, group)
+                             for path, group in ((files.train, grouped), (files.validation, False)))
         args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
                             center_rewards_coefficient=p.center_rewards_coefficient,
                             train_sampling_strategy="sequential" if grouped else "random")
-        train, validation = dataset(pairs), dataset(without_tools("rm", load_pairs(files.validation)))
         return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
                              eval_dataset=validation, processing_class=tokenizer,
                              peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)

@@ -9,10 +9,10 @@ import torch
 from medforge.formats import to_preference
 from medforge import params
 from medforge.modeling import load_tokenizer
-from medforge.preference import (completion_ids, dataset, implicit_reward_metrics, pair_length, tokenized,
-                                 tokenized_dpo_trainer)
+from medforge.preference import (completion_ids, implicit_reward_metrics, pair_length, pair_records, to_trl,
+                                 tokenized, tokenized_dpo_trainer)
 from medforge.rewards import answer_format, brevity, chosen_option, correctness
-from medforge.train import load_trainable, peft_config, training_args
+from medforge.train import length_grouped, load_trainable, peft_config, training_args
 
 FP32 = params.load("model", dtype="float32")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medicalgpt"
@@ -27,13 +27,21 @@ PAIRS = [
 ]
 
 
+def records(p, tokenizer, pairs, directory, tokenize, grouped=False):
+    """`pairs` as a stage reads them: a prepared file, memory-mapped (medforge.preference.pair_records)."""
+    path = directory / f"pairs-{tokenize}-{grouped}.jsonl"
+    path.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8")
+    return pair_records("test", p, tokenizer, path, directory / "datasets", tokenize, grouped)
+
+
 def dpo_trainer(model_dir, tmp_path, pairs, max_steps=1):
     from trl import DPOConfig, DPOTrainer
     p = params.load("dpo", init=str(model_dir), finetuning="lora", max_steps=max_steps, batch_size=2,
                     learning_rate=1e-3, logging_steps=1)
     args = DPOConfig(**training_args(p, str(tmp_path)), max_length=512)
-    return DPOTrainer(model=load_trainable(p, FP32), args=args, train_dataset=dataset(pairs),
-                      processing_class=load_tokenizer(model_dir, FP32), peft_config=peft_config(p))
+    tokenizer = load_tokenizer(model_dir, FP32)
+    return DPOTrainer(model=load_trainable(p, FP32), args=args, processing_class=tokenizer, peft_config=peft_config(p),
+                      train_dataset=records(p, tokenizer, pairs, tmp_path, False))
 
 
 def test_dpo_batch_masks_the_prompt_and_labels_exactly_the_answers(tiny_model_dir, tmp_path):
@@ -109,11 +117,14 @@ def test_tool_calling_pairs_train_through_dpo(tiny_model_dir, tmp_path):
     from trl import DPOConfig
     trainer = tokenized_dpo_trainer()(
         model=load_trainable(p, FP32), args=DPOConfig(**training_args(p, str(tmp_path)), max_length=512),
-        train_dataset=dataset(pairs * 2, tok), processing_class=tok, peft_config=peft_config(p))
+        train_dataset=records(p, tok, pairs * 2, tmp_path, True), processing_class=tok, peft_config=peft_config(p))
     trainer.train()
     assert [e for e in trainer.state.log_history if "rewards/accuracies" in e]
+    # the conversational form the reward model, ORPO and KTO take leaves the tool-calling pairs out
+    assert records(p, tok, pairs + PAIRS, tmp_path, False)["chosen"] == [
+        [{"role": "assistant", "content": pair["chosen"]}] for pair in PAIRS]
     with pytest.raises(SystemExit, match="tool-calling pairs .* train through DPO only"):
-        dataset(pairs)  # the conversational form the reward model, ORPO and KTO take
+        to_trl(pairs[0])
 
 
 def test_implicit_reward_metrics():
@@ -212,3 +223,13 @@ def test_reward_trend_compares_first_and_last_tenth():
     assert trend["reward_first_10pct"] == 0.5 and trend["reward_last_10pct"] == 18.5
     assert trend["reward_gain"] == 18.0 and trend["kl_mean"] == pytest.approx(0.1)
     assert reward_trend([{"loss": 1.0}]) == {}
+
+
+def test_pair_records_are_the_pairs_tokenized_and_length_grouped(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir, FP32)
+    p = params.load("dpo", batch_size=2, gradient_accumulation_steps=1, dataset_num_proc=2)
+    pairs = [{**pair, "chosen": pair["chosen"] + " " + "x" * n} for n in range(6) for pair in PAIRS]
+    assert records(p, tok, pairs, tmp_path, True).to_list() == [tokenized(tok, pair) for pair in pairs]
+    grouped = records(p, tok, pairs, tmp_path, True, grouped=True).to_list()
+    lengths = [pair_length(tok, pair) for pair in pairs]
+    assert grouped == [tokenized(tok, pairs[i]) for i in length_grouped(list(range(12)), lengths, 2, p.seed)]

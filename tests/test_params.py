@@ -2,6 +2,7 @@
 or mistyped key fails naming it, and no code reads a setting any other way."""
 import ast
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass
 from typing import Literal
@@ -143,3 +144,23 @@ def test_typo_in_params_file_is_reported(tmp_path):
 def test_missing_params_file_is_reported(tmp_path):
     with pytest.raises(ParamsError, match="params.yaml: not found"):
         load("sft", tmp_path / "params.yaml")
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    """The lines removed from `before` and added in `after`, each stripped of its indent, a smallest diff."""
+    a, b = before.splitlines(), after.splitlines()
+    return [line.strip() for tag, i, j, k, m in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+            if tag != "equal" for line in a[i:j] + b[k:m]]
+
+
+def test_an_experiment_changes_only_its_values(tmp_path):
+    """`dvc exp run -S` writes params.yaml back in its own style (dvc.utils.hydra.apply_overrides: block lists, empty
+    for null, folded text rewrapped); params.yaml is kept in that style, so an experiment's diff is its values."""
+    from dvc.utils.hydra import apply_overrides
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text(encoding="utf-8"), encoding="utf-8")
+    apply_overrides(str(path), ["dpo.beta=0.123", "gguf.types=[f16]", "data.sft=[a.jsonl]"])
+    diff = changed_lines(PARAMS.read_text(encoding="utf-8"), path.read_text(encoding="utf-8"))
+    assert [line.split("#")[0].strip() for line in diff] == [
+        "- data/generated/sft.jsonl", "- a.jsonl", "beta: 0.05", "beta: 0.123", "gguf: {types: [f16, q8_0, q4_k_m]}",
+        "gguf: {types: [f16]}"]

@@ -1,5 +1,6 @@
 """The `prepare` stage: formats mixed in one run, duplicates, deterministic split, clear errors, counted rejects."""
 import json
+import random
 
 import pytest
 
@@ -173,3 +174,26 @@ def test_questions_import_for_grpo_with_their_answer_rule(workdir):
     with pytest.raises(SystemExit, match="grpo.accuracy: choice, but .* has questions without options"):
         training_rows(params.load("grpo", ROOT / "params.yaml", prompts=str(prepared), accuracy="choice",
                                   num_prompts=0))
+
+
+def test_digests_find_repeats_across_merges():
+    rng = random.Random(0)
+    stream = [bytes([rng.randrange(40)]) * 16 for _ in range(500)]
+    digests, seen, fresh = prepare.Digests(merge_at=7), set(), []
+    for start in range(0, len(stream), 13):
+        fresh += digests.new(stream[start:start + 13])
+    assert fresh == [not (d in seen or seen.add(d)) for d in stream]
+    assert len(digests.merged) + len(digests.recent) == 40
+
+
+def test_worker_processes_write_the_same_files(workdir):
+    """More records than a chunk, repeats across chunks and a bad line: the pool's output is the inline one's."""
+    rng = random.Random(0)
+    lines = [json.dumps({"instruction": f"q{rng.randrange(2000)}", "output": "a"}) for _ in range(3 * prepare.CHUNK)]
+    source = write(workdir / "sft.jsonl", [*lines[:1500], "not json", *lines[1500:]])
+    outputs = []
+    for num_proc in (1, 2):
+        metrics = run_prepare(workdir, on_error="skip", sft=[source], num_proc=num_proc)
+        outputs.append(({kind: counts for kind, counts in metrics.items() if kind != "provenance"}, *(p.read_bytes() for p in sorted((workdir / "data/prepared").iterdir()))))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0]["sft"]["duplicates"] > 1000 and outputs[0][0]["sft"]["rejected"] == 1

@@ -9,6 +9,7 @@ import pytest
 
 from medforge import params, presets
 from tests.pipeline import ROOT, checkout, commit_and_repro
+from tests.test_params import changed_lines
 
 FAMILY = {"Qwen/Qwen2.5-": "qwen2.5", "Qwen/Qwen3-": "qwen3", "meta-llama/Llama-3.1-": "llama3.1"}
 TRAINING = {"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128, "logging_steps": 1}
@@ -47,11 +48,11 @@ def test_every_preset_runs_end_to_end_on_its_fixture(name, real_family_dir, tmp_
 
 def test_a_preset_changes_only_its_values_and_a_bad_one_changes_nothing(tmp_path):
     target = shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    before = target.read_text().splitlines()
+    before = target.read_text()
     changed = presets.apply("qwen2.5-7b-qlora", path=target)
-    after = target.read_text().splitlines()
-    # each changed value rewrites its own line, comments included; nothing else moves
-    assert len(after) == len(before) and sum(a != b for a, b in zip(before, after)) == len(changed) > 10
+    # each changed value rewrites its own lines (a list's items), comments kept; nothing else moves
+    keys = tuple(f"{change.split(':')[0].rsplit('.', 1)[-1]}:" for change in changed)
+    assert len(changed) > 10 and all(line.startswith(("- ", *keys)) for line in changed_lines(before, target.read_text()))
     assert params.load("sft", target).finetuning == "qlora" and params.load("model", target).base.startswith("Qwen/")
     written = target.read_text()
     for bad, message in (({"sft": {"lora": {"rank": 3}}}, "sft.lora.rank: unknown key"),

@@ -153,7 +153,8 @@ def test_sft_trains_on_the_assistant_tokens(family, finetuning, tmp_path):
 def test_dpo_trains_on_tool_calling_pairs(family, tmp_path):
     from trl import DPOConfig
 
-    from medforge.preference import dataset, tokenized, tokenized_dpo_trainer
+    from medforge.preference import tokenized, tokenized_dpo_trainer
+    from tests.test_alignment import records
     from medforge.train import load_trainable, peft_config, training_args
     name, path = family
     tokenizer = load_tokenizer(path, FP32)
@@ -171,7 +172,8 @@ def test_dpo_trains_on_tool_calling_pairs(family, tmp_path):
                     precompute_ref_log_probs=False)
     trainer = tokenized_dpo_trainer()(
         model=load_trainable(p, FP32), args=DPOConfig(**training_args(p, str(tmp_path)), max_length=1024),
-        train_dataset=dataset(pairs, tokenizer), processing_class=tokenizer, peft_config=peft_config(p))
+        train_dataset=records(p, tokenizer, pairs, tmp_path, True), processing_class=tokenizer,
+        peft_config=peft_config(p))
     assert trainer.train().global_step == 1
 
 
