@@ -12,7 +12,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-# Distributed training (README "Distributed training"), read by medforge.launch: `make sft NPROC=8 DIST=zero3`.
+# Distributed training (docs/distributed.md), read by medforge.launch: `make sft NPROC=8 DIST=zero3`.
 DIST ?= single
 NPROC ?= 1
 NNODES ?= 1
@@ -26,8 +26,9 @@ LLAMA_FIXTURE_FILES = '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
 	'*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' '*/vendor/llama.cpp/models/templates'
 
 # llama-cpp-python compiles from source (no wheels on PyPI), portable: the default -march=native build crashes on
-# quantized models on some CPUs. Its converter ships only in that source: unpack it, at the same version, to .venv.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# quantized models on some CPUs. Only the libraries medforge loads: LLAVA_BUILD=OFF skips libmtmd (multimodal), a
+# sixth of the compile (BENCHMARKS.md). Its converter ships only in that source: unpack it, at the same version.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt \
 	&& $(BIN)/pip download -q --no-deps --no-binary llama-cpp-python --require-hashes -r $(VENV)/llama-cpp.txt \
 	   -d $(VENV)/src \
@@ -42,7 +43,7 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve compare test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 # `make all PRESET=qwen2.5-7b-qlora` first writes that preset into params.yaml (see `preset`).
@@ -123,6 +124,11 @@ serve: $(STAMP)
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show
 
+# The runs side by side (`dvc exp run -S ...` experiments, the workspace, the commit): the params that differ, the
+# headline metrics and stage times; reports/compare.md and plots/compare.png.
+compare: $(STAMP)
+	$(BIN)/python -m eval.compare
+
 push: $(STAMP)
 	$(BIN)/dvc push
 
@@ -155,17 +161,24 @@ bench-data: $(STAMP)
 bench-checkpoints: $(STAMP)
 	$(BIN)/python -m bench.checkpoints --stage $(or $(STAGE),sft) $(BENCH_ARGS)
 
-# Debian packages the browser test and the container test use (run as root; CI runs it).
-SYSTEM_DEPS := chromium chromium-driver fonts-wqy-zenhei docker.io debootstrap
+# Debian packages: the browser test's (make test) and the container test's (make docker-test). Each target installs
+# its own when missing and this user may (root, or sudo without a password); otherwise it says which are missing.
+TEST_DEPS := chromium chromium-driver fonts-wqy-zenhei
+DOCKER_DEPS := docker.io debootstrap
+apt_install = dpkg -s $(1) >/dev/null 2>&1 || { \
+	if ! command -v apt-get >/dev/null; then SUDO=none; elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	if [ "$$SUDO" = none ]; then echo "$@: the Debian packages $(1) are missing and this user cannot install them:" \
+		"install them as root (make system-deps)"; \
+	else $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(1); fi; }
 system-deps:
-	@dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_DEPS); }
+	@$(call apt_install,$(TEST_DEPS) $(DOCKER_DEPS))
 
 # Load test of `make serve` (llama.cpp, q4_k_m) against a naive transformers server, side by side (8 clients, 60 s).
 bench-serve: gguf
 	$(BIN)/python -m bench.serving $(BENCH_ARGS)
 
-# Containers (README "Containers"). docker-sft / docker-dpo: `make sft` / `make dpo` in the training image on this
+# Containers (docs/containers.md). docker-sft / docker-dpo: `make sft` / `make dpo` in the training image on this
 # repository, mounted, with every GPU, as you; Hugging Face downloads land in your cache; --ipc=host gives PyTorch's
 # processes the shared memory they exchange tensors through. `make docker-sft NPROC=8 DIST=zero3` passes both on.
 .PHONY: docker-build docker-sft docker-dpo docker-serve docker-test
@@ -188,11 +201,13 @@ docker-serve:
 		--mount type=bind,src=$(abspath $(SERVE_MODEL)),dst=/models/model.gguf,readonly medforge-serve
 
 # The serving image built on a local Debian base and checked over HTTP (tools/docker_test.py). Needs docker.io and
-# debootstrap (make system-deps), and root or a running engine.
+# debootstrap (installed here when it may), and root or a running engine.
 docker-test: gguf
+	@$(call apt_install,$(DOCKER_DEPS))
 	$(BIN)/python tools/docker_test.py models/gguf/model-q4_k_m.gguf
 
 test: $(STAMP)
+	@$(call apt_install,$(TEST_DEPS))
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -92,9 +92,9 @@ def token_length(tokenizer, messages: list[dict]) -> int:
 
 
 def build_model(arch: TinyParams, texts: list[str], out: Path) -> None:
-    """The tiny default's builder (stages/base.py) at `arch`'s size, in bf16, on the GPU where there is one (a 7B
+    """The tiny default's builder (medforge/tiny.py) at `arch`'s size, in bf16, on the GPU where there is one (a 7B
     model initialises in seconds there)."""
-    from stages.base import build_tiny
+    from medforge.tiny import build_tiny
     build_tiny(arch, texts, out, dtype=torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu")
     release_memory()
 

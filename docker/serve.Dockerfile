@@ -10,7 +10,7 @@ FROM ${BASE_IMAGE} AS builder
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv cmake g++ make \
     && rm -rf /var/lib/apt/lists/*
-ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF"
 COPY requirements-serve.lock /tmp/
 RUN python3 -m venv /opt/venv \
     && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes \

@@ -14,7 +14,7 @@ RUN apt-get update \
 # The Makefile's setup rule ($(STAMP)) plus its GPU extras, into /opt/venv: torch by version (its CUDA build from PyPI),
 # the hashed lock with llama-cpp-python compiled with the portable LLAMA_CMAKE_ARGS, the GPU lock (DeepSpeed's ops
 # compile on first use), pip check; then llama.cpp's converter from the same hashed source (LLAMA_CONVERTER).
-ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF"
 COPY requirements.in requirements.lock requirements-gpu.lock /tmp/lock/
 WORKDIR /tmp/lock
 RUN python3 -m venv /opt/venv \

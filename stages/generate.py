@@ -67,7 +67,7 @@ PRETRAIN = {
 
 # Short questions whose answer is one fact: (question templates, answer template). Several phrasings per fact,
 # the fact's name in different places, so the model binds the answer to the condition rather than to one
-# wording: on the held-out phrasings this raised MCQ accuracy from 0.32 to 0.39 (README "The built-in default").
+# wording: on the held-out phrasings this raised MCQ accuracy from 0.32 to 0.39 (docs/tiny-default.md).
 SHORT_QA = {
     "en": {
         "department": (["Which department should I visit for {c.name}?", "Which clinic treats {c.name}?",
@@ -235,8 +235,7 @@ def listed_options(rng: random.Random, c: Condition, kind: str, by_lang: dict, n
 
 def sft_conversations(rng: random.Random, p: Params, conds: list[Condition], by_lang: dict):
     """Every fact in every training phrasing, and every third phrasing of a multiple-choice kind a second time with two
-    options listed: that teaches the model to use what it knows when the options are listed (README "The built-in
-    default")."""
+    options listed: that teaches the model to use what it knows when the options are listed (docs/tiny-default.md)."""
     for c in conds:
         for kind, (questions, answer) in SHORT_QA[c.lang].items():
             for i, q in enumerate(questions):
@@ -280,7 +279,7 @@ def preference_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, 
 def knowledge_pairs(rng: random.Random, conds: list[Condition], by_lang: dict, n: int):
     """Up to n more training pairs per department and care fact, each with another wrong answer (another condition's)
     and a random training phrasing. From one wrong answer per fact a reward model learns which answers tend to be
-    chosen more than which answer belongs to which condition (README "Alignment")."""
+    chosen more than which answer belongs to which condition (docs/alignment.md)."""
     for c in conds:
         for kind in ("department", "care"):
             correct = answer_of(kind, c)

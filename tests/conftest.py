@@ -24,7 +24,7 @@ CORPUS = [
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama + BPE tokenizer built exactly as the `base` stage builds it."""
     from medforge import params
-    from stages.base import build_tiny
+    from medforge.tiny import build_tiny
     out = tmp_path_factory.mktemp("tiny")
     tiny = replace(params.load("model").tiny, vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2,
                    num_heads=4, num_kv_heads=2, max_position_embeddings=256)

@@ -24,7 +24,7 @@ FP32 = params.load("model", dtype="float32", attn_implementation="sdpa")
 @pytest.fixture(scope="module")
 def tool_model(tmp_path_factory):
     """The tiny model after SFT on one tool-using conversation, until it says it back."""
-    from stages.base import build_tiny
+    from medforge.tiny import build_tiny
     from medforge.train import make_trainer
     base = tmp_path_factory.mktemp("tool-base")
     tiny = replace(params.load("model").tiny, vocab_size=600, hidden_size=256, intermediate_size=256, num_layers=2,
