@@ -43,7 +43,7 @@ GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r
 STAGES := generate prepare base pt sft rm gguf gptq report
 ALIGN := ppo dpo orpo kto grpo
 
-.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve compare test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve exp compare test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 # `make all PRESET=qwen2.5-7b-qlora` first writes that preset into params.yaml (see `preset`).
@@ -124,8 +124,14 @@ serve: $(STAMP)
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show
 
-# The runs side by side (`dvc exp run -S ...` experiments, the workspace, the commit): the params that differ, the
-# headline metrics and stage times; reports/compare.md and plots/compare.png.
+# An experiment: the `make all` pipeline with params changed, `make exp SET="dpo.beta=0.2 sft.epochs=5"` (each a
+# `dvc exp run -S`); its results stay in the workspace and under its name in `dvc exp show`.
+exp: $(STAMP)
+	@test -n "$(SET)" || { echo 'exp: say what to change: make exp SET="dpo.beta=0.2"'; exit 1; }
+	$(BIN)/dvc exp run report $(foreach setting,$(SET),-S $(setting))
+
+# The runs side by side (the commit, the workspace, each experiment): the params that differ, the headline metrics
+# and stage times; reports/compare.md and plots/compare.png.
 compare: $(STAMP)
 	$(BIN)/python -m eval.compare
 

@@ -141,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, help="instead of bench_data.records")
     parser.add_argument("--text-mb", type=int, help="instead of bench_data.text_mb")
+    parser.add_argument("--baseline", help="instead of bench_data.baseline")
     args = parser.parse_args()
     p = params.load("bench_data", **{k: v for k, v in vars(args).items() if v is not None})
     with tempfile.TemporaryDirectory() as scratch:

@@ -6,6 +6,8 @@ A bad record stops the stage naming file, line and field; with `on_error: skip` 
 rejects.jsonl beside the prepared files and is counted in the stage's metrics instead. Every record is scanned for
 personal data (medforge/phi.py): `phi` reports what it finds per source and kind in the metrics, masks it, or
 rejects the record (counted; rejects.jsonl names the source, line and kinds, never the data).
+Sources stream: `num_proc` worker processes import, scan and hash chunks of records, this process dedupes and writes
+them in order, so memory holds a few chunks and a 16-byte digest per distinct record, whatever the corpus's size.
 """
 from __future__ import annotations
 
