@@ -65,6 +65,10 @@ def runs(show: list[dict]) -> list[tuple[str, dict, dict]]:
         for experiment in row.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 add(rev.get("name") or rev["rev"][:7], rev.get("data"))
+    workspace = next((run for run in found if run[0] == "workspace"), None)
+    same = workspace and next((run for run in found if run is not workspace and run[1:] == workspace[1:]), None)
+    if same:  # the workspace holds the last experiment's results: one row, named for both
+        found = [(f"{run[0]} (workspace)", *run[1:]) if run is same else run for run in found if run is not workspace]
     return found
 
 
@@ -96,13 +100,16 @@ def plot(found: list[tuple[str, dict, dict]], path: Path) -> None:
     names = [name for name, _, _ in found]
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(5 * len(HEADLINE), 3.8))
     for ax, title in zip(axes, HEADLINE.values()):
-        models = sorted({key.rsplit(" " + title, 1)[0] for _, _, m in found for key in m if key.endswith(" " + title)})
+        models = list(dict.fromkeys(key.removesuffix(" " + title) for _, _, m in found for key in m
+                                    if key.endswith(" " + title)))
         width = 0.8 / max(len(names), 1)
         for i, (name, _, m) in enumerate(found):
             ax.bar([j + i * width for j in range(len(models))], [m.get(f"{model} {title}", 0) for model in models],
                    width, label=name)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(models))], models, rotation=20)
         ax.set_title(title)
+        if title == HEADLINE["answer_ppl"]:
+            ax.set_yscale("log")  # an untrained base model's perplexity is in the thousands
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

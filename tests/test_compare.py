@@ -26,12 +26,15 @@ def show():
 
 def test_only_what_differs_with_the_headline_metrics(capsys):
     found = compare.runs(show())
-    assert [name for name, _, _ in found] == ["workspace", "beta-02", "beta-005"]
+    # the workspace holds the last experiment's results: one row for both
+    assert [name for name, _, _ in found] == ["beta-02", "beta-005 (workspace)"]
     assert "main has no metrics stored" in capsys.readouterr().out
     table = compare.markdown(found).splitlines()
     assert table[0] == "| run | dpo.beta | dpo MCQ acc | dpo s |"  # equal params and metrics left out
-    assert table[2:] == ["| workspace | 0.05 | 0.450 | 35 |", "| beta-02 | 0.2 | 0.500 | 40 |",
-                         "| beta-005 | 0.05 | 0.450 | 35 |"]
+    assert table[2:] == ["| beta-02 | 0.2 | 0.500 | 40 |", "| beta-005 (workspace) | 0.05 | 0.450 | 35 |"]
+    edited = show()
+    edited[0]["data"]["params"]["params.yaml"]["data"]["dpo"]["beta"] = 0.1  # a workspace of its own
+    assert [name for name, _, _ in compare.runs(edited)] == ["workspace", "beta-02", "beta-005"]
 
 
 def test_writes_the_table_and_a_plot(tmp_path, monkeypatch, capsys):
