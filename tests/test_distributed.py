@@ -180,3 +180,28 @@ def test_accelerate_configs_load(dist, monkeypatch):
     if dist == "fsdp2":
         assert config.fsdp_config["fsdp_version"] == 2
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.slow
+def test_two_processes_train_dpo_on_memory_mapped_pairs(tiny_model_dir, tmp_path):
+    """DPO under 2 processes with reference log-probs precomputed: rank 0 writes them beside the pairs' Arrow file
+    (in the stage's own cache), where rank 1 must find them (medforge.preference.pair_records)."""
+    from tests.test_alignment import PAIRS
+    workdir = tmp_path / "dpo"
+    (workdir / "data/prepared").mkdir(parents=True)
+    pairs = [{**pair, "chosen": f"{pair['chosen']} {i}"} for i in range(8) for pair in PAIRS]
+    for split, records in (("train", pairs), ("validation", pairs[:4])):
+        (workdir / f"data/prepared/preference_{split}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    set_params(workdir, {"model": {"dtype": "float32"},
+                         "dpo": {"init": str(tiny_model_dir), "finetuning": "lora", "max_steps": 2, "batch_size": 2,
+                                 "logging_steps": 1, "precompute_ref_log_probs": True, "bf16": False,
+                                 "heldout": "data/prepared/preference_validation.jsonl"},
+                         "checkpoints": {"every_steps": 0, "every_minutes": 0, "keep": 1, "dir": "checkpoints"}},
+               base=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIST": "ddp", "NPROC": "2", "MASTER_PORT": str(free_port())}
+    run = subprocess.run([sys.executable, "-m", "medforge.launch", "stages.dpo", *stage_args("dpo")], cwd=workdir,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    metrics = json.loads((workdir / "metrics/dpo.json").read_text())
+    assert metrics["steps"] == 2 and metrics["train_examples"] == len(pairs)
