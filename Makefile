@@ -133,7 +133,7 @@ exp: $(STAMP)
 # The runs side by side (the commit, the workspace, each experiment): the params that differ, the headline metrics
 # and stage times; reports/compare.md and plots/compare.png.
 compare: $(STAMP)
-	$(BIN)/python -m eval.compare
+	$(BIN)/python -m eval.compare --table reports/compare.md --plot plots/compare.png
 
 push: $(STAMP)
 	$(BIN)/dvc push

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import platform
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from medforge import params
 from medforge.formats import read_canonical, to_chat, to_preference
 from medforge.io import write_json
 from medforge.modeling import TinyParams
-from medforge.train import LoraParams, SFTParams, make_trainer, peft_config, training_args
+from medforge.train import LoraParams, SFTParams, make_trainer
 
 
 @dataclass
@@ -146,11 +147,12 @@ def summary(clock: StepClock, run: Run, samples_per_step: int, flops_per_sample:
             "train_seconds": round(seconds, 1), "steps": len(clock.times), "losses": clock.losses}
 
 
-def stage_params(p: Params, run: Run, init: str, fast: bool, **extra) -> SFTParams:
-    """The SFT stage's params for one configuration; `fast` keeps params.yaml's speed knobs (auto), baseline
-    turns every one off."""
-    knobs = {} if fast else dict(gradient_checkpointing=True, liger_kernels=False, chunked_lm_head=False)
-    return params.load("sft", init=init, finetuning=extra.pop("finetuning", "lora"), max_steps=run.steps,
+def stage_params(p: Params, run: Run, init: str, fast: bool, section: str = "sft", **extra):
+    """A training stage's params (`section`: sft or dpo) for one configuration; `fast` keeps params.yaml's speed
+    knobs (auto), baseline turns every one off."""
+    knobs = {} if fast else dict(gradient_checkpointing=True, liger_kernels=False,
+                                 **({"chunked_lm_head": False} if section == "sft" else {}))
+    return params.load(section, init=init, finetuning=extra.pop("finetuning", "lora"), max_steps=run.steps,
                        learning_rate=p.learning_rate, warmup_ratio=0.0, lr_scheduler_type="constant",
                        logging_steps=1, lora=p.lora,
                        batch_size=run.batch_size * (run.accumulation if fast else 1),
@@ -182,27 +184,24 @@ def bench_sft(p: Params, model_dir: str, records: list[dict], lengths: list[int]
 
 
 def dpo_run(p: Params, model_dir: str, pairs: list[dict], fast: bool, **knobs) -> dict:
-    from trl import DPOConfig, DPOTrainer
-
+    """The dpo stage's own data path and trainer (stages.dpo.make_trainer) on `pairs`, length-grouped in both
+    configurations (the same pairs in every step); `fast` also precomputes the reference log-probs."""
     from medforge.modeling import load_tokenizer
-    from medforge.preference import dataset, pair_length
-    from medforge.train import length_grouped, load_trainable
+    from medforge.preference import pair_records
+    from stages.dpo import make_trainer
     run = p.dpo
-    sp = stage_params(p, run, model_dir, fast=fast, **knobs)
-    # the same length-grouped order for both configurations (the stage's default): same pairs in every step
+    sp = stage_params(p, run, model_dir, fast=fast, section="dpo", max_length=p.dpo_max_length,
+                      precompute_ref_log_probs=fast, group_by_length=True, **knobs)
     mp = params.load("model", base=model_dir, attn_implementation="auto" if fast else "sdpa")
     tokenizer = load_tokenizer(model_dir, mp)
-    pairs = length_grouped(pairs, [pair_length(tokenizer, x) for x in pairs], run.batch_size * run.accumulation,
-                           seed=0)
     release_memory()
     clock = StepClock()
     with tempfile.TemporaryDirectory() as scratch:
-        args = DPOConfig(**training_args(sp, scratch), max_length=p.dpo_max_length, beta=0.1,
-                         precompute_ref_log_probs=fast, include_num_input_tokens_seen="non_padding",
-                         train_sampling_strategy="sequential")  # the length-grouped order above
-        trainer = DPOTrainer(model=load_trainable(sp, mp), args=args, train_dataset=dataset(pairs),
-                             processing_class=tokenizer, peft_config=peft_config(sp),
-                             callbacks=[clock])
+        path = Path(scratch) / "pairs.jsonl"
+        path.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8")
+        train = pair_records("dpo", sp, tokenizer, path, Path(scratch) / "datasets", tokenize=True, grouped=True)
+        trainer = make_trainer(sp, mp, tokenizer, train, None, scratch, [clock],
+                               include_num_input_tokens_seen="non_padding", train_sampling_strategy="sequential")
         start = time.perf_counter()  # the precomputed reference pass counts: it is part of the run
         trainer.train()
         seconds = time.perf_counter() - start

@@ -2,9 +2,10 @@
 
 Each row shows only the params that differ between the runs, then the headline metrics: MCQ accuracy, preference
 accuracy and answer perplexity of each evaluated model, and each training stage's seconds; metric columns equal in
-every run are left out. Writes the table to reports/compare.md and a plot of the metrics to plots/compare.png.
+every run are left out. Writes the table (markdown) and a plot of the metrics.
 
-    python -m eval.compare [--show FILE]   (FILE: saved `dvc exp show --json` output; default: run it)
+    python -m eval.compare --table FILE --plot FILE [--show FILE]   (--show: saved `dvc exp show --json` output;
+                                                                      default: run it)
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from medforge.io import atomic_path
 from eval.report import COLUMNS
 
 HEADLINE = {key: title for key, title in COLUMNS if key in ("mcq_acc", "preference_acc", "answer_ppl")}
-TABLE, PLOT = Path("reports/compare.md"), Path("plots/compare.png")
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -118,6 +118,8 @@ def plot(found: list[tuple[str, dict, dict]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, required=True, help="the markdown table")
+    parser.add_argument("--plot", type=Path, required=True, help="the PNG plot")
     parser.add_argument("--show", type=Path, help="saved `dvc exp show --json` output instead of running it")
     args = parser.parse_args()
     text = args.show.read_text() if args.show else subprocess.run(
@@ -126,10 +128,10 @@ def main() -> None:
     if not found:
         raise SystemExit("compare: no run has metrics yet: `make all`, then `dvc exp run -S dpo.beta=0.2` for another")
     table = markdown(found)
-    with atomic_path(TABLE) as tmp:
+    with atomic_path(args.table) as tmp:
         tmp.write_text(table, encoding="utf-8")
-    plot(found, PLOT)
-    print(table + f"\n(table: {TABLE}, plot: {PLOT})")
+    plot(found, args.plot)
+    print(table + f"\n(table: {args.table}, plot: {args.plot})")
 
 
 if __name__ == "__main__":

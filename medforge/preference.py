@@ -18,9 +18,8 @@ import torch
 
 from medforge.chat import render
 from medforge.formats import read_canonical, to_preference
-from medforge.modeling import load_model, load_tokenizer, model_params
-from medforge.paths import TRAINING, stage_paths
-from medforge.train import TrainParams, length_grouped, memory_mapped, processes, run, whole_weights
+from medforge.modeling import load_model
+from medforge.train import TrainParams, length_grouped, memory_mapped, processes, whole_weights
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -204,8 +203,21 @@ def pair_records(stage: str, p: PairParams, tokenizer, path: str | Path, cache_d
     return records.remove_columns("length").select(order)
 
 
-def grouped_by_length(p: PairParams) -> bool:
-    return torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length
+def pair_datasets(stage: str, p: PairParams, tokenizer, files, output_dir: str, tokenize: bool,
+                  unpaired: bool = False):
+    """(train, validation, order) for a stage trained on the `--train` and `--validation` pairs (pair_records,
+    cached under `output_dir`): the training pairs length-grouped where `group_by_length` asks, which the trainer
+    must then read in order (`order`: the config fields that say so, for the stage's TRL config); `unpaired` (KTO):
+    each pair gives a desirable and an undesirable example, in TRL's own order."""
+    grouped = not unpaired and (torch.cuda.is_available() if p.group_by_length == "auto" else p.group_by_length)
+    cache = Path(output_dir) / "datasets"
+    train = pair_records(stage, p, tokenizer, files.train, cache, tokenize, grouped)
+    validation = pair_records(stage, p, tokenizer, files.validation, cache, tokenize)
+    if unpaired:
+        from trl.data_utils import unpair_preference_dataset
+        train = unpair_preference_dataset(train)
+        validation = validation and unpair_preference_dataset(validation)
+    return train, validation, {"train_sampling_strategy": "sequential"} if grouped else {}
 
 
 @dataclass
@@ -220,44 +232,24 @@ def reference_model(p: ReferenceParams, mp):
     return load_model(p.init, mp) if p.finetuning == "full" and not p.precompute_ref_log_probs else None
 
 
-def run_preference(stage: str, p: PreferenceParams, make_trainer, unpaired: bool = False,
-                   tokenize: bool = False) -> dict:
-    """Train on the stage's `--train` and `--validation` pairs with `make_trainer(train, validation, tokenizer,
-    output_dir, callbacks)` and report held-out reward accuracy/margin against the starting model.
+class HeldoutPairs:
+    """The held-out pairs (`p.heldout`) scored by the model about to train, then `after(trainer)`: reward accuracy and
+    margin against those scores (module docstring), and how many training examples the trainer dropped."""
 
-    `unpaired`: the trainer learns from single labelled answers (KTO): each pair gives two examples.
-    `tokenize`: the pairs are tokenized here (`tokenized`, for `tokenized_dpo_trainer`), tool-calling pairs included.
-    """
-    files = stage_paths("train", "validation", *TRAINING)
-    mp = model_params()
-    tokenizer = load_tokenizer(p.init, mp)
-    grouped = not unpaired and grouped_by_length(p)  # unpaired (KTO) data keeps TRL's own order
-    heldout = load_pairs(p.heldout)
-    before = {}
+    def __init__(self, p: PairParams, tokenizer, model):
+        self.p, self.tokenizer, self.pairs = p, tokenizer, load_pairs(p.heldout)
+        with whole_weights(model):
+            self.before = pair_logps(model, tokenizer, self.pairs)
 
-    def build(output_dir, callbacks):
-        train, validation = (pair_records(stage, p, tokenizer, path, Path(output_dir) / "datasets", tokenize, group)
-                             for path, group in ((files.train, grouped), (files.validation, False)))
-        if unpaired:
-            from trl.data_utils import unpair_preference_dataset
-            train = unpair_preference_dataset(train)
-            validation = validation and unpair_preference_dataset(validation)
-        before["examples"] = len(train)
-        trainer = make_trainer(train, validation, tokenizer, output_dir, callbacks)
-        if grouped:  # the pairs are already in step order: read them as they are
-            trainer.args.train_sampling_strategy = "sequential"
-        with whole_weights(trainer.model):
-            before["logps"] = pair_logps(trainer.model, tokenizer, heldout)
-        return trainer
-
-    def report(trainer):
-        dropped = before["examples"] - len(trainer.train_dataset)
+    def after(self, trainer, examples: int) -> dict:
+        """`examples`: the training examples given to the trainer (it drops those whose prompt fills max_length)."""
+        dropped = examples - len(trainer.train_dataset)
         if dropped:
-            print(f"{stage}: {dropped} training examples dropped: prompt alone fills max_length={p.max_length}")
+            print(f"{dropped} training examples dropped: prompt alone fills max_length={self.p.max_length}")
+        with whole_weights(trainer.model):
+            after = pair_logps(trainer.model, self.tokenizer, self.pairs)
         return {"train_examples": len(trainer.train_dataset), "dropped_too_long": dropped,
-                **implicit_reward_metrics(heldout, before["logps"], pair_logps(trainer.model, tokenizer, heldout))}
-
-    return run(stage, p, build, files, [files.train, files.validation], report=report)
+                **implicit_reward_metrics(self.pairs, self.before, after)}
 
 
 def pair_length(tokenizer, pair: dict) -> int:

@@ -1,9 +1,10 @@
-"""What the online RL stages (`ppo` = RLOO, `grpo`) share: sampling params and the reward-curve summary."""
+"""What the online RL stages (`ppo` = RLOO, `grpo`) share: sampling params, the reward-curve summary and held-out
+scoring."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medforge.train import TrainParams, run, training_args, whole_weights
+from medforge.train import TrainParams, training_args, whole_weights
 
 
 @dataclass
@@ -37,19 +38,7 @@ def reward_trend(log_history: list[dict]) -> dict:
     return trend
 
 
-def run_rl(stage: str, p: RLParams, make_trainer, heldout_metric: str, heldout_score, files, data: list) -> dict:
-    """Train `make_trainer(output_dir, callbacks)`; report the reward trend and `heldout_score(model)` before and
-    after training as `<heldout_metric>_before` / `_after`. `files`, `data`: as medforge.train.run takes them."""
-    before = {}
-
-    def build(output_dir, callbacks):
-        trainer = make_trainer(output_dir, callbacks)
-        with whole_weights(trainer.model):
-            before[f"{heldout_metric}_before"] = heldout_score(trainer.model)
-        return trainer
-
-    def report(trainer):
-        return {**reward_trend(trainer.state.log_history), **before,
-                f"{heldout_metric}_after": heldout_score(trainer.model)}
-
-    return run(stage, p, build, files, data, report=report)
+def scored(trainer, score) -> float:
+    """`score(model)` of the trainer's model, with its weights whole on every rank (medforge.train.whole_weights)."""
+    with whole_weights(trainer.model):
+        return score(trainer.model)

@@ -279,56 +279,65 @@ def save_trained(trainer, out: str | Path, merge_adapter: bool, stage: str, pare
     trainer.accelerator.wait_for_everyone()
 
 
-def run(stage: str, p: TrainParams, build, files, data: list[Path], report=None, merge_adapter: bool = False) -> dict:
-    """Train, evaluate and write the model (or LoRA adapter) to `files.out` atomically, the metrics to
-    `files.metrics` and the curves to `files.plots` (medforge.paths TRAINING: the stage's command names them).
-    `data`: the files it trains and validates on, counted in provenance and on the model card.
+class TrainingRun:
+    """One training stage's run, in the order a stage reads it:
 
-    `build(output_dir, callbacks)` returns the TRL trainer; `report(trainer)` adds stage metrics after training.
-    `merge_adapter` saves a standalone model even when training a LoRA adapter. The trainer checkpoints as
-    params.yaml `checkpoints` says; a run of the same inputs resumes from the last checkpoint (medforge.checkpoints).
-    Under several processes every rank trains, evaluates, reports and saves (ZeRO-3 and FSDP need all ranks for a
-    forward pass or to gather weights); only the main process writes metrics, curves and the model.
+        run = TrainingRun(stage, p, files)   # where it checkpoints, whether it resumes, the logging callbacks
+        trainer = ...(args=...(**training_args(p, run.output_dir)), callbacks=run.callbacks)
+        metrics = run.train(trainer)         # train (resumed from the last checkpoint), evaluate, tokens/s
+        metrics |= ...                       # the stage's held-out scores, `with whole_weights(trainer.model)`
+        run.save(trainer, metrics, data)     # the model (or LoRA adapter), its card, the metrics
+
+    `files`: the stage's command-line files (medforge.paths TRAINING: out, metrics, plots). The trainer checkpoints
+    as params.yaml `checkpoints` says; a run of the same inputs resumes from the last checkpoint
+    (medforge.checkpoints). Under several processes every rank trains, evaluates, scores and saves (ZeRO-3 and FSDP
+    need all ranks for a forward pass or to gather weights); only the main process writes metrics, curves and model.
     """
-    logged = {"finetuning": p.finetuning, "learning_rate": p.learning_rate, "epochs": p.epochs,
-              "batch_size": p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1))}
-    if p.finetuning != "full":
-        logged["lora_r"] = p.lora.r
-    main = is_main_process()
-    c = checkpoint_params()
-    checkpoints = run_dir(c, stage)
-    resume = last_checkpoint(checkpoints) if checkpoints else None
-    state = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
-    resumed_at = state.get("global_step", 0)
-    if main and (resume or not checkpoints):
-        print(f"{stage}: resuming from step {resumed_at} ({resume})" if resume else
-              f"{stage}: no checkpoints: not a DVC stage here, so nothing keys them to its inputs")
-    set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
-    shown = [LiveLogger(files.plots, logged, state.get("log_history", [])),
-             *([] if in_terminal() else [ProgressLines(stage)])] if main else []
-    trainer = build(str(checkpoints or Path(c.dir) / stage / "unkeyed"),
-                    [SaveCheckpoints(c, saving=bool(checkpoints)), *shown])
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
-    metrics = {"train_loss": mean_logged_loss(trainer.state.log_history), "steps": result.global_step,
-               "seconds": round(seconds, 1), **({"resumed_from_step": resumed_at} if resume else {})}
-    if trainer.eval_dataset is not None:
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    tokens = trainer.state.num_input_tokens_seen - state.get("num_input_tokens_seen", 0)  # this run's, all processes
-    if tokens:
-        metrics["tokens_per_second"] = round(tokens / seconds, 1)
-    if report:
-        with whole_weights(trainer.model):
-            metrics.update(report(trainer))
-    facts = {"precision": precision(trainer, p), "world_size": trainer.args.world_size, "seed": p.seed}
-    save_trained(trainer, files.out, merge_adapter, stage, p.init, metrics, **facts,
-                 data={str(path): count_records(path) for path in data})
-    if main:
-        clear(c, stage)
-        provenance.write_metrics(files.metrics, metrics, **facts)
-        print(json.dumps(metrics))
-    return metrics
+
+    def __init__(self, stage: str, p: TrainParams, files):
+        self.stage, self.p, self.files, self.main = stage, p, files, is_main_process()
+        self.c = checkpoint_params()
+        checkpoints = run_dir(self.c, stage)
+        self.resume = last_checkpoint(checkpoints) if checkpoints else None
+        self.state = json.loads((self.resume / "trainer_state.json").read_text()) if self.resume else {}
+        if self.main and (self.resume or not checkpoints):
+            print(f"{stage}: resuming from step {self.state['global_step']} ({self.resume})" if self.resume else
+                  f"{stage}: no checkpoints: not a DVC stage here, so nothing keys them to its inputs")
+        set_seed(p.seed)  # TRL's trainers seed themselves, but a reward head is initialised before the trainer exists
+        logged = {"finetuning": p.finetuning, "learning_rate": p.learning_rate, "epochs": p.epochs,
+                  "batch_size": p.batch_size * p.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", 1)),
+                  **({"lora_r": p.lora.r} if p.finetuning != "full" else {})}
+        shown = [LiveLogger(files.plots, logged, self.state.get("log_history", [])),
+                 *([] if in_terminal() else [ProgressLines(stage)])] if self.main else []
+        self.output_dir = str(checkpoints or Path(self.c.dir) / stage / "unkeyed")
+        self.callbacks = [SaveCheckpoints(self.c, saving=bool(checkpoints)), *shown]
+
+    def train(self, trainer) -> dict:
+        """Train (from the last checkpoint, if any) and evaluate: the stage's training metrics."""
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
+        seconds = time.perf_counter() - start
+        metrics = {"train_loss": mean_logged_loss(trainer.state.log_history), "steps": result.global_step,
+                   "seconds": round(seconds, 1),
+                   **({"resumed_from_step": self.state["global_step"]} if self.resume else {})}
+        if trainer.eval_dataset is not None:
+            metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+        tokens = trainer.state.num_input_tokens_seen - self.state.get("num_input_tokens_seen", 0)  # this run's
+        if tokens:
+            metrics["tokens_per_second"] = round(tokens / seconds, 1)
+        return metrics
+
+    def save(self, trainer, metrics: dict, data: list[Path], merge_adapter: bool = False) -> None:
+        """Write the model (or LoRA adapter; `merge_adapter`: a standalone model) to `files.out` atomically, with
+        provenance counting the `data` files it trained and validated on, then the metrics; clear the checkpoints."""
+        p = self.p
+        facts = {"precision": precision(trainer, p), "world_size": trainer.args.world_size, "seed": p.seed}
+        save_trained(trainer, self.files.out, merge_adapter, self.stage, p.init, metrics, **facts,
+                     data={str(path): count_records(path) for path in data})
+        if self.main:
+            clear(self.c, self.stage)
+            provenance.write_metrics(self.files.metrics, metrics, **facts)
+            print(json.dumps(metrics))
 
 
 def precision(trainer, p: TrainParams) -> str:
@@ -346,11 +355,10 @@ def mean_logged_loss(log_history: list[dict]) -> float:
     return sum(loss * (step - prev) for (step, loss), prev in zip(logged, steps)) / max(steps[-1], 1)
 
 
-def run_sft(stage: str, p: SFTParams, assistant_only_loss: bool) -> dict:
+def run_sft(stage: str, p: SFTParams, assistant_only_loss: bool) -> None:
     """PT and SFT: next-token training on the JSONL records of the stage's `--train` and `--validation` files."""
     files = stage_paths("train", "validation", *TRAINING)
-
-    def build(output_dir, callbacks):
-        return make_trainer(p, files.train, files.validation, output_dir, assistant_only_loss, model_params(),
-                            callbacks=callbacks)
-    return run(stage, p, build, files, [files.train, files.validation])
+    run = TrainingRun(stage, p, files)
+    trainer = make_trainer(p, files.train, files.validation, run.output_dir, assistant_only_loss, model_params(),
+                           callbacks=run.callbacks)
+    run.save(trainer, run.train(trainer), data=[files.train, files.validation])

@@ -7,9 +7,10 @@ that call tools train here too: medforge tokenizes every pair under the model's 
 from dataclasses import dataclass
 
 from medforge import params
-from medforge.modeling import model_params
-from medforge.preference import ReferenceParams, reference_model, run_preference, tokenized_dpo_trainer
-from medforge.train import load_trainable, peft_config, training_args
+from medforge.modeling import load_tokenizer, model_params
+from medforge.paths import TRAINING, stage_paths
+from medforge.preference import HeldoutPairs, ReferenceParams, pair_datasets, reference_model, tokenized_dpo_trainer
+from medforge.train import TrainingRun, load_trainable, peft_config, training_args
 
 
 @dataclass
@@ -18,20 +19,28 @@ class Params(ReferenceParams):
     label_smoothing: float
 
 
+def make_trainer(p: Params, mp, tokenizer, train, validation, output_dir: str, callbacks, **config):
+    """DPO's trainer on pairs tokenized here (pair_datasets); `config`: more DPOConfig fields. `make bench` builds
+    this trainer too."""
+    from trl import DPOConfig
+    args = DPOConfig(**training_args(p, output_dir), max_length=p.max_length, beta=p.beta, loss_type=[p.loss_type],
+                     label_smoothing=p.label_smoothing, precompute_ref_log_probs=p.precompute_ref_log_probs, **config)
+    return tokenized_dpo_trainer()(model=load_trainable(p, mp), ref_model=reference_model(p, mp), args=args,
+                                   train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+                                   peft_config=peft_config(p), callbacks=callbacks)
+
+
 def main() -> None:
-    p = params.load("dpo")
-    mp = model_params()
-
-    def make_trainer(train, validation, tokenizer, output_dir, callbacks):
-        from trl import DPOConfig
-        args = DPOConfig(**training_args(p, output_dir), max_length=p.max_length, beta=p.beta,
-                         loss_type=[p.loss_type], label_smoothing=p.label_smoothing,
-                         precompute_ref_log_probs=p.precompute_ref_log_probs)
-        return tokenized_dpo_trainer()(model=load_trainable(p, mp), ref_model=reference_model(p, mp), args=args,
-                          train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
-                          peft_config=peft_config(p), callbacks=callbacks)
-
-    run_preference("dpo", p, make_trainer, tokenize=True)
+    p, mp = params.load("dpo"), model_params()
+    files = stage_paths("train", "validation", *TRAINING)
+    run = TrainingRun("dpo", p, files)
+    tokenizer = load_tokenizer(p.init, mp)
+    train, validation, order = pair_datasets("dpo", p, tokenizer, files, run.output_dir, tokenize=True)
+    trainer = make_trainer(p, mp, tokenizer, train, validation, run.output_dir, run.callbacks, **order)
+    heldout = HeldoutPairs(p, tokenizer, trainer.model)
+    metrics = run.train(trainer)
+    metrics |= heldout.after(trainer, examples=len(train))
+    run.save(trainer, metrics, data=[files.train, files.validation])
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from medforge.formats import mcq_prompt, read_canonical, to_question
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
 from medforge.rewards import REWARDS, correctness
-from medforge.rl import RLParams, rl_args, run_rl
-from medforge.train import load_trainable, peft_config
+from medforge.rl import RLParams, reward_trend, rl_args, scored
+from medforge.train import TrainingRun, load_trainable, peft_config
 
 
 @dataclass
@@ -81,9 +81,11 @@ def reward_functions(p: Params, mp):
 
 
 def main() -> None:
-    p = params.load("grpo")
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    p, mp = params.load("grpo"), model_params()
     files = stage_paths(*TRAINING)
-    mp = model_params()
+    run = TrainingRun("grpo", p, files)
     tokenizer = load_tokenizer(p.init, mp)
     heldout = as_rows(p.heldout, p.accuracy)[: p.heldout_size]
 
@@ -92,16 +94,16 @@ def main() -> None:
         scores = correctness(replies, *([r[k] for r in heldout] for k in ("keys", "options", "answer", "match")))
         return sum(scores) / len(scores)
 
-    def make_trainer(output_dir, callbacks):
-        from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
-        funcs, weights, tokenizers = reward_functions(p, mp)
-        return GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
-                           args=GRPOConfig(**rl_args(p, output_dir), reward_weights=weights),
-                           train_dataset=Dataset.from_list(training_rows(p)), processing_class=tokenizer,
-                           peft_config=peft_config(p), callbacks=callbacks)
-
-    run_rl("grpo", p, make_trainer, "heldout_accuracy", heldout_accuracy, files, [p.prompts])
+    funcs, weights, tokenizers = reward_functions(p, mp)
+    trainer = GRPOTrainer(model=load_trainable(p, mp), reward_funcs=funcs, reward_processing_classes=tokenizers,
+                          args=GRPOConfig(**rl_args(p, run.output_dir), reward_weights=weights),
+                          train_dataset=Dataset.from_list(training_rows(p)), processing_class=tokenizer,
+                          peft_config=peft_config(p), callbacks=run.callbacks)
+    before = scored(trainer, heldout_accuracy)
+    metrics = run.train(trainer)
+    metrics |= {**reward_trend(trainer.state.log_history), "heldout_accuracy_before": before,
+                "heldout_accuracy_after": scored(trainer, heldout_accuracy)}
+    run.save(trainer, metrics, data=[p.prompts])
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from medforge import params
 from medforge.modeling import generate_replies, load_model, load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
 from medforge.preference import load_pairs, reward_scores, without_tools
-from medforge.rl import RLParams, rl_args, run_rl
-from medforge.train import load_trainable, peft_config
+from medforge.rl import RLParams, reward_trend, rl_args, scored
+from medforge.train import TrainingRun, load_trainable, peft_config
 
 
 @dataclass
@@ -29,9 +29,11 @@ def prompts_of(pairs: list[dict]) -> list[list[dict]]:
 
 
 def main() -> None:
-    p = params.load("ppo")
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+    p, mp = params.load("ppo"), model_params()
     files = stage_paths("train", *TRAINING)  # the prompts of the preference training pairs
-    mp = model_params()
+    run = TrainingRun("ppo", p, files)
     tokenizer = load_tokenizer(p.init, mp)
     reward_model = load_model(p.reward_model, mp, head="reward").eval()
     reward_tokenizer = load_tokenizer(p.reward_model, mp)
@@ -42,16 +44,16 @@ def main() -> None:
         conversations = [m + [{"role": "assistant", "content": r}] for m, r in zip(heldout, replies)]
         return reward_scores(reward_model, reward_tokenizer, conversations).mean().item()
 
-    def make_trainer(output_dir, callbacks):
-        from datasets import Dataset
-        from trl import RLOOConfig, RLOOTrainer
-        prompts = prompts_of(without_tools("ppo", load_pairs(files.train)))
-        return RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
-                           reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, output_dir)),
-                           train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
-                           processing_class=tokenizer, peft_config=peft_config(p), callbacks=callbacks)
-
-    run_rl("ppo", p, make_trainer, "heldout_reward", heldout_reward, files, [files.train])
+    prompts = prompts_of(without_tools("ppo", load_pairs(files.train)))
+    trainer = RLOOTrainer(model=load_trainable(p, mp), reward_funcs=[reward_model],
+                          reward_processing_classes=[reward_tokenizer], args=RLOOConfig(**rl_args(p, run.output_dir)),
+                          train_dataset=Dataset.from_list([{"prompt": m} for m in prompts]),
+                          processing_class=tokenizer, peft_config=peft_config(p), callbacks=run.callbacks)
+    before = scored(trainer, heldout_reward)
+    metrics = run.train(trainer)
+    metrics |= {**reward_trend(trainer.state.log_history), "heldout_reward_before": before,
+                "heldout_reward_after": scored(trainer, heldout_reward)}
+    run.save(trainer, metrics, data=[files.train])
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ SFT model (params.yaml `rm`). The output is always a standalone model, LoRA merg
 Held-out metrics: pairwise accuracy (score of chosen > rejected) and mean margin on `rm.heldout`.
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
-from medforge.preference import PairParams, by_kind, grouped_by_length, load_pairs, pair_records, reward_scores
-from medforge.train import load_trainable, peft_config, run, training_args
+from medforge.preference import PairParams, by_kind, load_pairs, pair_datasets, reward_scores
+from medforge.train import TrainingRun, load_trainable, peft_config, training_args, whole_weights
 
 
 @dataclass
@@ -30,26 +29,21 @@ def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict:
 
 
 def main() -> None:
-    p = params.load("rm")
+    from trl import RewardConfig, RewardTrainer
+    p, mp = params.load("rm"), model_params()
     files = stage_paths("train", "validation", *TRAINING)
-    mp = model_params()
+    run = TrainingRun("rm", p, files)
     tokenizer = load_tokenizer(p.init, mp)
-
-    def build(output_dir, callbacks):
-        from trl import RewardConfig, RewardTrainer
-        grouped = grouped_by_length(p)
-        train, validation = (pair_records("rm", p, tokenizer, path, Path(output_dir) / "datasets", False, group)
-                             for path, group in ((files.train, grouped), (files.validation, False)))
-        args = RewardConfig(**training_args(p, output_dir), max_length=p.max_length,
-                            center_rewards_coefficient=p.center_rewards_coefficient,
-                            train_sampling_strategy="sequential" if grouped else "random")
-        return RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
-                             eval_dataset=validation, processing_class=tokenizer,
-                             peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=callbacks)
-
-    heldout = load_pairs(p.heldout)
-    run("rm", p, build, files, [files.train, files.validation],
-        report=lambda trainer: pairwise_metrics(trainer.model, tokenizer, heldout), merge_adapter=True)
+    train, validation, order = pair_datasets("rm", p, tokenizer, files, run.output_dir, tokenize=False)
+    args = RewardConfig(**training_args(p, run.output_dir), **order, max_length=p.max_length,
+                        center_rewards_coefficient=p.center_rewards_coefficient)
+    trainer = RewardTrainer(model=load_trainable(p, mp, head="reward"), args=args, train_dataset=train,
+                            eval_dataset=validation, processing_class=tokenizer,
+                            peft_config=peft_config(p, task_type="SEQ_CLS"), callbacks=run.callbacks)
+    metrics = run.train(trainer)
+    with whole_weights(trainer.model):
+        metrics |= pairwise_metrics(trainer.model, tokenizer, load_pairs(p.heldout))
+    run.save(trainer, metrics, data=[files.train, files.validation], merge_adapter=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def test_only_what_differs_with_the_headline_metrics(capsys):
 def test_writes_the_table_and_a_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "show.json").write_text(json.dumps(show()))
-    monkeypatch.setattr("sys.argv", ["compare", "--show", "show.json"])
+    monkeypatch.setattr("sys.argv", ["compare", "--show", "show.json", "--table", "reports/compare.md", "--plot",
+                                     "plots/compare.png"])
     compare.main()
     assert (tmp_path / "reports/compare.md").read_text().startswith("| run | dpo.beta |")
     assert (tmp_path / "plots/compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -80,8 +80,9 @@ def test_benchmark_runs_both_configurations_on_a_tiny_architecture(tmp_path):
     from dataclasses import replace
 
     from bench.throughput import measure
-    pairs = [{"prompt": c["messages"][:1], "chosen": c["messages"][1]["content"], "rejected": "I don't know."}
-             for c in CONVERSATIONS]
+    firsts = [[m["role"] for m in c["messages"]].index("user") + 1 for c in CONVERSATIONS]  # through the first question
+    pairs = [{"prompt": c["messages"][:n], "chosen": c["messages"][n]["content"], "rejected": "I don't know."}
+             for c, n in zip(CONVERSATIONS, firsts)]
     bench = params.load("bench")
     tiny = replace(bench.model, vocab_size=320, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
                    num_kv_heads=2)
