@@ -55,7 +55,7 @@ def runs(show: list[dict]) -> list[tuple[str, dict, dict]]:
         if not metrics:
             print(f"compare: {name} has no metrics stored (for a commit: commit the dvc.lock `make all` wrote)")
         else:
-            params = {f"{key}" if path == "params.yaml" else f"{path}:{key}": value
+            params = {key if path == "params.yaml" else f"{path}:{key}": value
                       for path, content in (data.get("params") or {}).items()
                       for key, value in flat((content or {}).get("data") or {}).items()}
             found.append((name, params, metrics))
@@ -126,7 +126,7 @@ def main() -> None:
         ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
     found = runs(json.loads(text))
     if not found:
-        raise SystemExit("compare: no run has metrics yet: `make all`, then `dvc exp run -S dpo.beta=0.2` for another")
+        raise SystemExit('compare: no run has metrics yet: `make all`, then `make exp SET="dpo.beta=0.2"` for another')
     table = markdown(found)
     with atomic_path(args.table) as tmp:
         tmp.write_text(table, encoding="utf-8")

@@ -192,8 +192,13 @@ def pair_records(stage: str, p: PairParams, tokenizer, path: str | Path, cache_d
         lines = kept
 
     def encode(row: dict) -> dict:
-        record = tokenized(tokenizer, pair(row)) if tokenize else to_trl(pair(row))
-        return {**record, "length": pair_length(tokenizer, pair(row))} if grouped else record
+        one = pair(row)
+        if not tokenize:
+            record = to_trl(one)
+            return {**record, "length": pair_length(tokenizer, one)} if grouped else record
+        record = tokenized(tokenizer, one)  # its lengths are pair_length's: the prompt, then the longer answer
+        longer = max(len(record["chosen_ids"]), len(record["rejected_ids"]))
+        return {**record, "length": len(record["prompt_ids"]) + longer} if grouped else record
 
     records = lines.map(encode, remove_columns=["line"], num_proc=n)
     if not grouped:
