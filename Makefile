@@ -41,9 +41,12 @@ LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-c
 GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r requirements-gpu.lock
 
 STAGES := generate prepare base pt sft rm gguf gptq report
-ALIGN := ppo dpo orpo kto grpo
+ALIGN := ppo grpo
+# The methods trained on the preference pairs: the keys of params.yaml's `preference` (in the block form DVC writes
+# back, each a line indented two spaces under it). Their stages are preference@NAME, merge-preference@NAME, ...
+PREFERENCE := $(shell awk '/^[^ \#]/ {p = /^preference:/} p && /^  [a-z]/ {sub(":.*", ""); print $$1}' params.yaml)
 
-.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve exp compare test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) eval push pull metrics clean
+.PHONY: all preset plan env setup setup-gpu system-deps serve bench-serve exp compare test bench bench-checkpoints bench-data bench-generate bench-cpu-attention bench-cpu-numerics quantize deps lock repro $(STAGES) $(ALIGN) $(PREFERENCE) eval push pull metrics clean
 
 # The default pipeline: data -> base -> PT -> SFT -> pipeline.align (params.yaml) -> merge -> eval -> report.
 # `make all PRESET=qwen2.5-7b-qlora` first writes that preset into params.yaml (see `preset`).
@@ -95,8 +98,8 @@ $(STAGES): $(STAMP)
 	$(BIN)/dvc repro $@
 
 # An alignment stage, then its merge and evaluation; prints both metric files.
-$(ALIGN): $(STAMP)
-	$(BIN)/dvc repro eval@$@
+$(ALIGN) $(PREFERENCE): $(STAMP)
+	$(BIN)/dvc repro $(if $(filter $@,$(PREFERENCE)),eval-preference,eval)@$@
 	@cat metrics/$@.json; echo; cat metrics/eval/$@.json; echo
 
 # GGUF files (f16, q8_0, q4_k_m: params.yaml gguf.types) and GPTQ 4-bit of the model the pipeline ends with.
@@ -124,10 +127,10 @@ serve: $(STAMP)
 metrics: $(STAMP)
 	$(BIN)/dvc metrics show
 
-# An experiment: the `make all` pipeline with params changed, `make exp SET="dpo.beta=0.2 sft.epochs=5"` (each a
-# `dvc exp run -S`); its results stay in the workspace and under its name in `dvc exp show`.
+# An experiment: the `make all` pipeline with params changed, `make exp SET="preference.dpo.beta=0.2 sft.epochs=5"`
+# (each a `dvc exp run -S`); its results stay in the workspace and under its name in `dvc exp show`.
 exp: $(STAMP)
-	@test -n "$(SET)" || { echo 'exp: say what to change: make exp SET="dpo.beta=0.2"'; exit 1; }
+	@test -n "$(SET)" || { echo 'exp: say what to change: make exp SET="preference.dpo.beta=0.2"'; exit 1; }
 	$(BIN)/dvc exp run report $(foreach setting,$(SET),-S $(setting))
 
 # The runs side by side (the commit, the workspace, each experiment): the params that differ, the headline metrics

@@ -126,7 +126,8 @@ def main() -> None:
         ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout
     found = runs(json.loads(text))
     if not found:
-        raise SystemExit('compare: no run has metrics yet: `make all`, then `make exp SET="dpo.beta=0.2"` for another')
+        raise SystemExit("compare: no run has metrics yet: `make all`, then another with "
+                         '`make exp SET="preference.dpo.beta=0.2"`')
     table = markdown(found)
     with atomic_path(args.table) as tmp:
         tmp.write_text(table, encoding="utf-8")

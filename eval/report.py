@@ -14,8 +14,8 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from medforge import params
 from medforge.io import atomic_path, write_json
 from medforge.paths import stage_paths
 
@@ -28,7 +28,12 @@ CHANGES = [("ppl_change_pct", "ppl change %", "{:+.2f}"), ("mcq_change_pts", "MC
 
 @dataclass
 class Pipeline:
-    align: Literal["dpo", "orpo", "kto", "ppo", "grpo"]  # the alignment stage `make all` runs after SFT
+    align: str  # the alignment stage `make all` runs after SFT: ppo, grpo or a preference method
+
+    def validate(self, path) -> None:
+        stages = ["ppo", "grpo", *params.preference_methods(path)]
+        if self.align not in stages:
+            raise params.ParamsError(f"pipeline.align: expected one of {stages}, got {self.align!r}")
 
 
 def collect(files: list[Path]) -> dict[str, dict]:

@@ -23,9 +23,6 @@ SCHEMAS = {
     "pipeline": "eval.report:Pipeline",
     "rm": "stages.rm:Params",
     "ppo": "stages.ppo:Params",
-    "dpo": "stages.dpo:Params",
-    "orpo": "medforge.preference:PreferenceParams",
-    "kto": "stages.kto:Params",
     "grpo": "stages.grpo:Params",
     "gguf": "stages.gguf:Params",
     "gptq": "stages.gptq:Params",
@@ -34,6 +31,10 @@ SCHEMAS = {
     "bench": "bench.throughput:Params",
     "bench_data": "bench.data:Params",
 }
+
+# The section holding the alignment methods trained on the preference pairs, one section each: method `dpo` is
+# stage preference@dpo, runs stages/dpo.py, and that module's `Params` is the schema of `preference.dpo`.
+PREFERENCE = "preference"
 
 
 class ParamsError(ValueError):
@@ -90,11 +91,34 @@ def build(schema: type, raw: dict, prefix: str):
     return schema(**{name: _check(raw[name], hints[name], f"{prefix}.{name}") for name in names})
 
 
-def schema_of(section: str) -> type:
-    if section not in SCHEMAS:
-        raise ParamsError(f"params.yaml has no section '{section}' (known: {', '.join(SCHEMAS)})")
-    module, name = SCHEMAS[section].split(":")
+def schema_path(section: str, path: Path = PARAMS_FILE) -> str:
+    """`module:Class` of `section`'s schema: a top-level section's, or a preference method's stage's Params."""
+    if section in SCHEMAS:
+        return SCHEMAS[section]
+    if section in preference_methods(path):
+        return f"stages.{section}:Params"
+    raise ParamsError(f"params.yaml has no section '{section}' (known: {', '.join(SCHEMAS)}, "
+                      f"and the methods under {PREFERENCE}: {', '.join(preference_methods(path))})")
+
+
+def schema_of(section: str, path: Path = PARAMS_FILE) -> type:
+    module, name = schema_path(section, path).split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def preference_methods(path: Path = PARAMS_FILE) -> list[str]:
+    """The alignment methods trained on the preference pairs, in params.yaml's order."""
+    return list(load_raw(path).get(PREFERENCE) or {})
+
+
+def sections(path: Path = PARAMS_FILE) -> list[str]:
+    """Every section's name: the top-level ones, then each preference method."""
+    return [*SCHEMAS, *preference_methods(path)]
+
+
+def key_of(section: str, path: Path = PARAMS_FILE) -> str:
+    """Where `section` lives in params.yaml: `dpo` under `preference`, `sft` at the top."""
+    return f"{PREFERENCE}.{section}" if section in preference_methods(path) else section
 
 
 def load_raw(path: Path = PARAMS_FILE) -> dict:
@@ -149,8 +173,15 @@ def _put(node, override: dict, prefix: str) -> list[str]:
 
 
 def load(section: str, path: Path = PARAMS_FILE, **overrides):
-    """params.yaml's `section` as its validated schema, with `overrides` (field: value) replacing fields."""
+    """params.yaml's `section` as its validated schema, with `overrides` (field: value) replacing fields. A schema
+    with a `validate(path)` method checks its values against the rest of params.yaml."""
     raw = load_raw(path)
-    if section not in raw:
-        raise ParamsError(f"{path}: missing section '{section}'")
-    return dataclasses.replace(build(schema_of(section), raw[section] or {}, section), **overrides)
+    key = key_of(section, path)
+    for part in key.split("."):
+        if part not in raw:
+            raise ParamsError(f"{path}: missing section '{key}'")
+        raw = raw[part] or {}
+    loaded = dataclasses.replace(build(schema_of(section, path), raw, key), **overrides)
+    if hasattr(loaded, "validate"):
+        loaded.validate(path)
+    return loaded

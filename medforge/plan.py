@@ -35,9 +35,6 @@ NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights, an 8-bit scale per 6
 GPUS = {  # name: (memory GiB, dense bf16 TFLOP/s), from the vendors' data sheets
     "a10-24g": (24, 125), "l4-24g": (24, 121), "l40s-48g": (48, 362), "a100-40g": (40, 312), "a100-80g": (80, 312),
     "h100-80g": (80, 989), "h200-141g": (141, 989)}
-PAIRED = {"dpo", "orpo"}  # a step runs chosen and rejected
-REFERENCE = {"dpo", "kto"}  # a frozen reference model, unless LoRA (adapter disabled) or precomputed
-FUSED_HEAD = {"dpo", "kto"}  # TRL 1.16 computes their log-probabilities in chunks, never the whole logits
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,8 @@ def estimate(stage: str, p, shape: Shape, batch: int, dist: str, nproc: int, tfl
             state /= nproc
     if dist.startswith("zero3"):  # frozen weights are sharded too
         weights /= nproc
-    sequences = batch * (2 if stage in PAIRED else 1)
+    # a preference method's class attributes say what one step holds (medforge.preference.PreferenceParams)
+    sequences = batch * (2 if getattr(p, "paired", False) else 1)
     tokens = sequences * p.max_length
     h, kv, i = shape.hidden, shape.kv_heads * shape.head_dim, shape.intermediate
     per_layer = 10 * h + 3 * kv + 4 * i + (6 * h + i if lora and p.lora.dropout > 0 else 0)
@@ -150,13 +148,13 @@ def estimate(stage: str, p, shape: Shape, batch: int, dist: str, nproc: int, tfl
         activations = 2 * tokens * (shape.layers * h + per_layer)
     else:
         activations = 2 * tokens * shape.layers * per_layer
-    fused = stage in FUSED_HEAD or getattr(p, "chunked_lm_head", False) in ("auto", True)
+    fused = getattr(p, "chunked_head", False) or getattr(p, "chunked_lm_head", False) in ("auto", True)
     logits = 0 if fused or stage == "rm" else 10 * tokens * shape.vocab  # rm: a one-output head
-    reference = weights if stage in REFERENCE and not lora and not getattr(p, "precompute_ref_log_probs", False) else 0
+    reference = weights if getattr(p, "reference", False) and not lora and not p.precompute_ref_log_probs else 0
     body = n - shape.other_params() + shape.vocab * shape.hidden  # the LM head's matmul counts, the lookup does not
     flops = (2 + (4 if not lora else 2) + (2 if p.gradient_checkpointing else 0)) * body
     flops += 6 * shape.layers * p.max_length * shape.heads * shape.head_dim  # causal attention, forward + backward
-    if reference and stage in REFERENCE:
+    if reference:
         flops += 2 * body
     return Estimate(stage, weights, state, activations, logits, reference, tflops * 1e12 * MFU / flops)
 
@@ -171,7 +169,7 @@ GENERATING = {"ppo", "grpo"}  # memory follows the prompts' lengths and generati
 
 
 def advice(stage: str, p, fits) -> str:
-    """The first knob that makes `stage` fit, given `fits(batch, p)`."""
+    """The first knob that makes `stage` (its params.yaml key: `preference.dpo`) fit, given `fits(batch, p)`."""
     if not p.gradient_checkpointing and fits(p.batch_size, _with(p, gradient_checkpointing=True)):
         return f"set {stage}.gradient_checkpointing: true"
     effective = p.batch_size * p.gradient_accumulation_steps
@@ -202,7 +200,7 @@ def plan(path, memory: float, tflops: float, dist: str, nproc: int) -> list[tupl
             continue
         e = estimate(stage, p, shape, p.batch_size, dist, nproc, tflops)
         fits = lambda b, q: estimate(stage, q, shape, b, dist, nproc, tflops).total <= memory  # noqa: E731
-        rows.append((stage, p, e, "yes" if e.total <= memory else "NO: " + advice(stage, p, fits)))
+        rows.append((stage, p, e, "yes" if e.total <= memory else "NO: " + advice(params.key_of(stage, path), p, fits)))
     return rows
 
 

@@ -164,8 +164,13 @@ class PairParams(TrainParams):
 
 @dataclass
 class PreferenceParams(PairParams):
-    """What DPO, ORPO and KTO share."""
+    """What the preference methods (DPO, ORPO, KTO, ...) share. The class attributes (not params) tell `make plan`
+    what one training step holds: `paired`, chosen and rejected; `reference`, a reference model's forward too;
+    `chunked_head`, log-probabilities computed in chunks by TRL, never the whole logits."""
     beta: float
+    paired = True
+    reference = False
+    chunked_head = False
 
 
 def pair_records(stage: str, p: PairParams, tokenizer, path: str | Path, cache_dir: Path, tokenize: bool,
@@ -229,6 +234,7 @@ def pair_datasets(stage: str, p: PairParams, tokenizer, files, output_dir: str, 
 class ReferenceParams(PreferenceParams):
     """DPO and KTO: trained against a reference (the starting model)."""
     precompute_ref_log_probs: bool
+    reference = True
 
 
 def reference_model(p: ReferenceParams, mp):

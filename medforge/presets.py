@@ -37,7 +37,7 @@ def apply(name: str, override: dict | None = None, path: Path = params.PARAMS_FI
         with atomic_path(path) as tmp:
             changed = params.write_overridden(tmp, preset, path)
             changed += params.write_overridden(tmp, override or {}, tmp)
-            for section in params.SCHEMAS:
+            for section in params.sections(tmp):
                 params.load(section, tmp)
     except params.ParamsError as e:
         raise SystemExit(f"preset {name}: {e}") from None

@@ -1,4 +1,4 @@
-"""Stage `dpo`: direct preference optimisation of the SFT model on preference pairs (params.yaml `dpo`).
+"""Stage `preference@dpo`: direct preference optimisation of the SFT model (params.yaml `preference.dpo`).
 
 With LoRA/QLoRA the reference model is the policy with its adapter disabled; with full fine-tuning TRL keeps
 a frozen copy. `precompute_ref_log_probs` scores the reference once before training instead of every step. Pairs
@@ -17,6 +17,7 @@ from medforge.train import TrainingRun, load_trainable, peft_config, training_ar
 class Params(ReferenceParams):
     loss_type: str  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
     label_smoothing: float
+    chunked_head = True  # TRL 1.16's DPO
 
 
 def make_trainer(p: Params, mp, tokenizer, train, validation, output_dir: str, callbacks, **config):

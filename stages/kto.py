@@ -1,4 +1,4 @@
-"""Stage `kto`: Kahneman-Tversky optimisation from the SFT model (params.yaml `kto`).
+"""Stage `preference@kto`: Kahneman-Tversky optimisation from the SFT model (params.yaml `preference.kto`).
 
 KTO learns from single answers labelled desirable or undesirable: each preference pair becomes two examples
 (chosen: desirable, rejected: undesirable; TRL's unpair_preference_dataset).
@@ -16,6 +16,8 @@ from medforge.train import TrainingRun, load_trainable, peft_config, training_ar
 class Params(ReferenceParams):
     desirable_weight: float
     undesirable_weight: float
+    paired = False  # single answers
+    chunked_head = True  # TRL 1.16's KTO
 
 
 def main() -> None:

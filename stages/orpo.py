@@ -1,4 +1,5 @@
-"""Stage `orpo`: odds-ratio preference optimisation (trl.experimental.orpo) from the SFT model (params.yaml `orpo`).
+"""Stage `preference@orpo`: odds-ratio preference optimisation (trl.experimental.orpo) from the SFT model
+(params.yaml `preference.orpo`).
 
 ORPO needs no reference model: an SFT loss on the chosen answer plus `beta` times the log odds ratio of
 chosen over rejected.
@@ -6,8 +7,10 @@ chosen over rejected.
 from medforge import params
 from medforge.modeling import load_tokenizer, model_params
 from medforge.paths import TRAINING, stage_paths
-from medforge.preference import HeldoutPairs, pair_datasets
+from medforge.preference import HeldoutPairs, PreferenceParams, pair_datasets
 from medforge.train import TrainingRun, load_trainable, peft_config, training_args
+
+Params = PreferenceParams  # its section's schema: beta weighs the odds-ratio term; no reference model
 
 
 def main() -> None:

@@ -12,17 +12,20 @@ from medforge import params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
+PREFERENCE = params.preference_methods(ROOT / "params.yaml")  # DPO, ORPO, KTO, ...: stages preference@<method>
+ALIGNMENT = ("ppo", *PREFERENCE, "grpo")
+PAIRS = {"max_steps": 2, "batch_size": 4, "logging_steps": 1}
 SMALL = {
     "generate": {"mcq_eval_size": 60, "preference_eval_size": 40},
     "model": {"tiny": {"vocab_size": 1024, "num_layers": 2}},
     "pt": {"max_steps": 30, "batch_size": 8, "logging_steps": 5},
     "sft": {"max_steps": 30, "batch_size": 8, "logging_steps": 5, "finetuning": "lora"},  # exercises LoRA -> merge
     "eval": {"samples": 2, "max_new_tokens": 8},
-    **{stage: {"max_steps": 2, "batch_size": 4, "logging_steps": 1} for stage in ("rm", "dpo", "orpo", "kto")},
+    "rm": PAIRS,
+    "preference": dict.fromkeys(PREFERENCE, PAIRS),
     **{stage: {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 8,
                "heldout_size": 4} for stage in ("ppo", "grpo")},
 }
-ALIGNMENT = ("ppo", "dpo", "orpo", "kto", "grpo")
 
 
 def set_params(repo: Path, override: dict, base: Path | None = None) -> None:
@@ -32,8 +35,11 @@ def set_params(repo: Path, override: dict, base: Path | None = None) -> None:
 
 
 def stage_args(stage: str) -> list[str]:
-    """The arguments dvc.yaml's command gives `stage`'s module (its files: medforge.paths)."""
-    cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["cmd"])
+    """The arguments dvc.yaml's command gives `stage`'s module (its files: medforge.paths); a preference method's
+    are its group's, for it."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    cmd = shlex.split(stages["preference"]["do"]["cmd"].replace("${key}", stage) if stage in PREFERENCE
+                      else stages[stage]["cmd"])
     return cmd[cmd.index(next(t for t in cmd if t.startswith("stages."))) + 1:]
 
 

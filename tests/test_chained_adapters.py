@@ -100,7 +100,7 @@ def test_lora_dpo_on_qlora_sft_merges_both_and_a_stale_or_lost_parent_stops_it(r
     monkeypatch.chdir(rechained)
     with pytest.raises(LineageError, match="models/dpo: this LoRA adapter was trained on models/sft with weights"):
         load_model("models/dpo", FP32)  # the DPO adapter of the LoRA SFT model, which the QLoRA one replaced
-    sh(str(DVC), "repro", "merge@dpo", cwd=rechained)
+    sh(str(DVC), "repro", "merge-preference@dpo", cwd=rechained)
     assert_merge_adds_only_its_delta(rechained, "dpo", "models/sft", "models/merged/sft")
     os.rename("models/sft", "models/sft-moved")
     with pytest.raises(LineageError, match="trained on models/sft, which no longer exists"):

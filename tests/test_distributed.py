@@ -197,9 +197,9 @@ def test_two_processes_train_dpo_on_memory_mapped_pairs(tiny_model_dir, tmp_path
         (workdir / f"data/prepared/preference_{split}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     set_params(workdir, {"model": {"dtype": "float32"},
-                         "dpo": {"init": str(tiny_model_dir), "finetuning": "lora", "max_steps": 2, "batch_size": 2,
-                                 "logging_steps": 1, "precompute_ref_log_probs": True, "bf16": False,
-                                 "heldout": "data/prepared/preference_validation.jsonl"},
+                         "preference": {"dpo": {"init": str(tiny_model_dir), "finetuning": "lora", "max_steps": 2,
+                                                "batch_size": 2, "logging_steps": 1, "precompute_ref_log_probs": True,
+                                                "bf16": False, "heldout": "data/prepared/preference_validation.jsonl"}},
                          "checkpoints": {"every_steps": 0, "every_minutes": 0, "keep": 1, "dir": "checkpoints"}},
                base=ROOT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DIST": "ddp", "NPROC": "2", "MASTER_PORT": str(free_port())}

@@ -75,15 +75,37 @@ def schemas_within(schema: type) -> list[type]:
 
 def test_every_section_has_a_schema_and_loads():
     raw = yaml.safe_load(PARAMS.read_text())
-    assert set(raw) == set(params.SCHEMAS)
-    for section in params.SCHEMAS:
+    assert set(raw) == {*params.SCHEMAS, params.PREFERENCE}
+    assert params.preference_methods(PARAMS) == list(raw[params.PREFERENCE]) and len(raw[params.PREFERENCE]) >= 3
+    for section in params.sections(PARAMS):
         assert isinstance(load(section, PARAMS), params.schema_of(section))
+
+
+def test_a_preference_method_is_its_stage_module_and_its_section():
+    assert params.schema_path("dpo", PARAMS) == "stages.dpo:Params" and params.key_of("dpo", PARAMS) == "preference.dpo"
+    assert params.key_of("sft", PARAMS) == "sft"
+    bad = yaml.safe_load(PARAMS.read_text())
+    del bad["preference"]["kto"]["beta"]
+    with pytest.raises(ParamsError, match=r"^preference\.kto\.beta: missing key"):
+        build(params.schema_of("kto", PARAMS), bad["preference"]["kto"], params.key_of("kto", PARAMS))
+    with pytest.raises(ParamsError, match="no section 'cpo'"):
+        params.schema_path("cpo", PARAMS)
+
+
+def test_pipeline_align_names_an_alignment_stage(tmp_path):
+    target = tmp_path / "params.yaml"
+    params.write_overridden(target, {"pipeline": {"align": "kto"}}, PARAMS)
+    assert load("pipeline", target).align == "kto"
+    params.write_overridden(target, {"pipeline": {"align": "rm"}}, PARAMS)
+    with pytest.raises(ParamsError, match=r"pipeline.align: expected one of \['ppo', 'grpo', 'dpo'"):
+        load("pipeline", target)
 
 
 def test_no_schema_holds_a_default():
     """A default in code would be a second value for a key params.yaml already sets."""
     with_defaults = [f"{schema.__module__}.{schema.__name__}.{f.name}"
-                     for section in params.SCHEMAS for schema in schemas_within(params.schema_of(section))
+                     for section in params.sections(PARAMS)
+                     for schema in schemas_within(params.schema_of(section, PARAMS))
                      for f in dataclasses.fields(schema)
                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
     assert with_defaults == []
@@ -99,18 +121,25 @@ def keys(raw: dict, schema: type, prefix: str) -> list[tuple[str, ...]]:
     return found
 
 
+def section_of(raw: dict, key: str) -> dict:
+    for part in key.split("."):
+        raw = raw[part]
+    return raw
+
+
 def test_every_key_missing_from_params_yaml_is_an_error_naming_it():
     raw = yaml.safe_load(PARAMS.read_text())
     checked = 0
-    for section in params.SCHEMAS:
-        for path in keys(raw[section], params.schema_of(section), ()):
-            copy = yaml.safe_load(PARAMS.read_text())[section]
+    for section in params.sections(PARAMS):
+        key = params.key_of(section, PARAMS)
+        for path in keys(section_of(raw, key), params.schema_of(section, PARAMS), ()):
+            copy = section_of(yaml.safe_load(PARAMS.read_text()), key)
             parent = copy
             for name in path[:-1]:
                 parent = parent[name]
             del parent[path[-1]]
-            with pytest.raises(ParamsError, match=rf"^{section}\.{'.'.join(path)}: missing key"):
-                build(params.schema_of(section), copy, section)
+            with pytest.raises(ParamsError, match=rf"^{key}\.{'.'.join(path)}: missing key"):
+                build(params.schema_of(section, PARAMS), copy, key)
             checked += 1
     assert checked > 250  # every key of every section, nested ones included
 
@@ -123,8 +152,8 @@ def test_settings_are_read_only_through_params_load():
                       for line in p.read_text().splitlines())]
     # the model card prints sections verbatim; scratch copies are edited through params.write_overridden
     assert sorted(readers) == ["medforge/modelcard.py", "medforge/params.py"]
-    schemas = {(s.__module__, s.__name__) for section in params.SCHEMAS
-               for s in schemas_within(params.schema_of(section))}
+    schemas = {(s.__module__, s.__name__) for section in params.sections(PARAMS)
+               for s in schemas_within(params.schema_of(section, PARAMS))}
     for path in CODE:
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         for node in ast.walk(ast.parse(path.read_text())):
@@ -159,7 +188,7 @@ def test_an_experiment_changes_only_its_values(tmp_path):
     from dvc.utils.hydra import apply_overrides
     path = tmp_path / "params.yaml"
     path.write_text(PARAMS.read_text(encoding="utf-8"), encoding="utf-8")
-    apply_overrides(str(path), ["dpo.beta=0.123", "gguf.types=[f16]", "data.sft=[a.jsonl]"])
+    apply_overrides(str(path), ["preference.dpo.beta=0.123", "gguf.types=[f16]", "data.sft=[a.jsonl]"])
     diff = changed_lines(PARAMS.read_text(encoding="utf-8"), path.read_text(encoding="utf-8"))
     assert [line.split("#")[0].strip() for line in diff] == [
         "- data/generated/sft.jsonl", "- a.jsonl", "beta: 0.05", "beta: 0.123", "gguf: {types: [f16, q8_0, q4_k_m]}",

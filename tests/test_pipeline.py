@@ -2,7 +2,7 @@
 import json
 import time
 
-from tests.pipeline import ALIGNMENT, DVC, sh
+from tests.pipeline import ALIGNMENT, DVC, PREFERENCE, sh
 
 
 def test_pipeline_writes_models_metrics_and_report(repo):
@@ -53,7 +53,7 @@ def test_every_alignment_stage_trains_and_is_evaluated(repo):
         assert metrics["steps"] == 2, stage
         evaluated = json.loads((repo / f"metrics/eval/{stage}.json").read_text())
         assert 0 <= evaluated["preference_acc"] <= 1 and evaluated["answer_ppl"] > 1
-    for stage in ("dpo", "orpo", "kto"):
+    for stage in PREFERENCE:
         metrics = json.loads((repo / f"metrics/{stage}.json").read_text())
         assert 0 <= metrics["heldout_reward_accuracy"] <= 1 and metrics["dropped_too_long"] == 0
     for stage in ("ppo", "grpo"):
@@ -76,10 +76,12 @@ def test_a_stage_run_again_writes_the_same_model(repo):
 def test_experiment_with_new_dpo_beta_reruns_only_downstream(repo):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results", cwd=repo)
-    out = sh(str(DVC), "exp", "run", "report", "-S", "dpo.beta=0.2", "-n", "beta-0.2", cwd=repo)
-    for stage in ("dpo", "merge@dpo", "eval@dpo", "gguf", "eval@gguf-q4_k_m", "report"):
+    out = sh(str(DVC), "exp", "run", "report", "-S", "preference.dpo.beta=0.2", "-n", "beta-0.2", cwd=repo)
+    for stage in ("preference@dpo", "merge-preference@dpo", "eval-preference@dpo", "gguf", "eval@gguf-q4_k_m",
+                  "report"):
         assert f"Running stage '{stage}'" in out
-    for stage in ("generate", "prepare", "base", "pt", "sft", "eval@base", "eval@sft", "orpo", "kto"):
+    for stage in ("generate", "prepare", "base", "pt", "sft", "eval@base", "eval@sft",
+                  *(f"preference@{m}" for m in PREFERENCE if m != "dpo")):
         assert f"Running stage '{stage}'" not in out
     shown = json.loads(sh(str(DVC), "exp", "show", "--json", cwd=repo))
     runs = [r for commit in shown for r in [commit] + [e for x in commit.get("experiments") or [] for e in x["revs"]]]

@@ -14,7 +14,8 @@ from tests.test_params import changed_lines
 FAMILY = {"Qwen/Qwen2.5-": "qwen2.5", "Qwen/Qwen3-": "qwen3", "meta-llama/Llama-3.1-": "llama3.1"}
 TRAINING = {"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128, "logging_steps": 1}
 SHRUNK = {"generate": {"conditions": 6, "mcq_eval_size": 20, "preference_eval_size": 10, "wrong_answers_per_fact": 1},
-          "pt": TRAINING, "sft": TRAINING, "dpo": {**TRAINING, "precompute_ref_log_probs": False},  # 2 steps, not all
+          "pt": TRAINING, "sft": TRAINING,
+          "preference": {"dpo": {**TRAINING, "precompute_ref_log_probs": False}},  # 2 steps, not all
           "eval": {"samples": 1, "max_new_tokens": 4},
           "gguf": {"types": ["f16", "q4_k_m"]}}
 

@@ -4,7 +4,7 @@ A stage depends on every project module its command runs (`python -m MODULE`, an
 every project module those import at any depth (imports inside functions included), the __init__.py of their
 packages, the files a module reads from its own folder (a string literal naming one, as
 `Path(__file__).with_name("knowledge.jsonl")` does), and the module of each params.yaml section it loads
-(`params.load("sft")` imports its schema's module: medforge.params SCHEMAS). Other deps (data, models) stay as
+(`params.load("sft")` imports its schema's module: medforge.params.schema_path). Other deps (data, models) stay as
 written.
 
     python tools/deps.py           # rewrite dvc.yaml's code deps
@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from medforge.params import SCHEMAS  # noqa: E402  (the project is not installed; tools run from the checkout)
+sys.path.insert(0, str(ROOT))  # the project is not installed; tools run from the checkout
+from medforge.params import ParamsError, load_raw, schema_path  # noqa: E402
 
 PACKAGES = ("medforge", "stages", "eval", "serve")  # the code stages run; bench/tools/tests are not stage code
 DVC_YAML = ROOT / "dvc.yaml"
@@ -45,6 +45,14 @@ def with_parents(name: str) -> list[str]:
     return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in modules()]
 
 
+def schema(section) -> str | None:
+    """The module of params.yaml section `section`'s schema (None: not a section)."""
+    try:
+        return schema_path(section, ROOT / "params.yaml").split(":")[0]
+    except (ParamsError, TypeError):
+        return None
+
+
 @cache
 def direct(name: str) -> frozenset[str]:
     """The project modules `name` imports anywhere in its source, and the files it reads from its folder."""
@@ -64,8 +72,8 @@ def direct(name: str) -> frozenset[str]:
             for alias in node.names:
                 found.update(with_parents(f"{package}.{alias.name}"))
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "load" \
-                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in SCHEMAS:
-            found.update(with_parents(SCHEMAS[node.args[0].value].split(":")[0]))
+                and node.args and isinstance(node.args[0], ast.Constant) and schema(node.args[0].value):
+            found.update(with_parents(schema(node.args[0].value)))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[\w.-]+", node.value):
             beside = path.parent / node.value
             if beside.is_file():
@@ -89,10 +97,20 @@ def closure(entry: list[str]) -> list[str]:
 
 
 def entry_modules(cmd: str) -> list[str]:
-    """The project modules a stage command runs: `python -m X` (and the module `medforge.launch` is given)."""
-    found = re.findall(r"python -m ([\w.]+)(?: ([\w.]+))?", cmd)
+    """The modules a stage command runs: `python -m X` (and the module `medforge.launch` is given); `${key}` stays."""
+    found = re.findall(r"python -m ([\w.${}]+)(?: ([\w.${}]+))?", cmd)
     return [m for module, arg in found for m in (module, *([arg] if module == "medforge.launch" else []))
-            if m in modules()]
+            if "${key}" in m or m in modules()]
+
+
+def foreach_keys(stage: dict) -> list[str]:
+    """The keys of a foreach stage's items: a dict written out, or a params.yaml dict (`foreach: ${preference}`)."""
+    items = stage["foreach"]
+    if isinstance(items, str):
+        items = load_raw(ROOT / "params.yaml")
+        for part in stage["foreach"].strip("${}").split("."):
+            items = items[part]
+    return list(items)
 
 
 def stages(dvc_yaml: str) -> dict[str, dict]:
@@ -104,9 +122,14 @@ def is_code(dep: str) -> bool:
 
 
 def code_deps(stage: dict) -> list[str]:
-    """The stage's own modules first, then the rest of what they run, sorted."""
-    entry = [str(modules()[m].relative_to(ROOT)) for m in entry_modules(stage.get("do", stage)["cmd"])]
-    return [*entry[::-1], *(f for f in closure(entry_modules(stage.get("do", stage)["cmd"])) if f not in entry)]
+    """The stage's own modules first, then the rest of what they run, sorted. A command running `stages.${key}`
+    depends on `stages/${key}.py` and on what each key's module runs."""
+    entry = entry_modules(stage.get("do", stage)["cmd"])
+    keys = foreach_keys(stage) if any("${key}" in m for m in entry) else [""]
+    own = [m.replace(".", "/") + ".py" if "${key}" in m else str(modules()[m].relative_to(ROOT)) for m in entry]
+    ran = {f for key in keys for f in closure([m.replace("${key}", key) for m in entry])}
+    ran -= {path.replace("${key}", key) for path in own for key in keys}
+    return [*own[::-1], *sorted(ran)]
 
 
 def problems(dvc_yaml: str) -> list[str]:
