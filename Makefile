@@ -29,13 +29,12 @@ LLAMA_FIXTURE_FILES = '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
 # quantized models on some CPUs. Only the libraries medforge loads: LLAVA_BUILD=OFF skips libmtmd (multimodal), a
 # sixth of the compile (BENCHMARKS.md). Its converter ships only in that source: unpack it, at the same version.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
-LLAMA_CONVERTER = grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt \
-	&& $(BIN)/pip download -q --no-deps --no-binary llama-cpp-python --require-hashes -r $(VENV)/llama-cpp.txt \
-	   -d $(VENV)/src \
+LLAMA_CONVERTER = $(BIN)/pip download -q --no-deps --no-binary llama-cpp-python --require-hashes \
+	   -r $(VENV)/llama-cpp.txt -d $(VENV)/src \
 	&& tar -xzf $(VENV)/src/llama_cpp_python-*.tar.gz -C $(VENV) --strip-components=2 --wildcards \
 	   '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py' \
 	   $(LLAMA_FIXTURE_FILES) \
-	&& rm -rf $(VENV)/src $(VENV)/llama-cpp.txt
+	&& rm -rf $(VENV)/src
 
 # GPU-only extras (DeepSpeed, Liger kernels); DeepSpeed's CUDA ops compile on first use, not at install.
 GPU_EXTRAS := DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps --require-hashes -r requirements-gpu.lock
@@ -67,12 +66,18 @@ env: $(STAMP)
 
 setup: $(STAMP)
 
-# On a machine with an NVIDIA GPU the GPU extras come too (their Triton comes with the CUDA build of torch).
+# llama-cpp-python compiles (minutes, on every core) while pip downloads and installs the rest beside it. On a machine
+# with an NVIDIA GPU the GPU extras come too (their Triton comes with the CUDA build of torch).
 $(STAMP): requirements.lock requirements.in requirements-gpu.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "$(TORCH)"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-deps --require-hashes -r requirements.lock
+	grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt
+	grep -v '^llama_cpp_python==' requirements.lock > $(VENV)/rest.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/llama-cpp.txt & \
+	  compile=$$!; $(BIN)/pip install -q "$(TORCH)" \
+	  && $(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/rest.txt; rest=$$?; \
+	  wait $$compile && test $$rest = 0
 	$(LLAMA_CONVERTER)
+	rm $(VENV)/llama-cpp.txt $(VENV)/rest.txt
 	if nvidia-smi -L >/dev/null 2>&1; then $(GPU_EXTRAS); fi
 	$(BIN)/pip check
 	touch $@

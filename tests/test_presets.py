@@ -1,7 +1,7 @@
-"""Every preset (configs/presets) end to end on the CPU: its checkpoint swapped for the fixture of its family
-(medforge/fixtures.py), MedicalGPT's datasets for the generated data of the same kinds, sizes shrunk; all else as
-the preset says (QLoRA, LoRA, full fine-tuning, skipped PT, gradient checkpointing). `make all`'s target, `report`,
-must run through: prepare, base, [PT], SFT, DPO, merge, GGUF, eval."""
+"""A preset of each family (configs/presets) end to end on the CPU: its checkpoint swapped for the fixture of its
+family (medforge/fixtures.py), MedicalGPT's datasets for the generated data of the same kinds, sizes shrunk; all else
+as the preset says (QLoRA, full fine-tuning, skipped PT, gradient checkpointing). `make all`'s target, `report`, must
+run through: prepare, base, [PT], SFT, DPO, merge, GGUF, eval."""
 import json
 import shutil
 
@@ -24,8 +24,17 @@ def family_of(checkpoint: str) -> str:
     return next(family for prefix, family in FAMILY.items() if checkpoint.startswith(prefix))
 
 
-@pytest.mark.parametrize("name", presets.names())
-def test_every_preset_runs_end_to_end_on_its_fixture(name, real_family_dir, tmp_path):
+def first_of_each_family() -> list[str]:
+    """One preset per family end to end (2-3 minutes each on a CPU). Every preset is applied, validated and planned by
+    test_plan, and test_real_families trains LoRA and QLoRA SFT and DPO on each family's fixture."""
+    firsts = {}
+    for name in presets.names():
+        firsts.setdefault(family_of(presets.read(name)["model"]["base"]), name)
+    return list(firsts.values())
+
+
+@pytest.mark.parametrize("name", first_of_each_family())
+def test_a_preset_of_each_family_runs_end_to_end_on_its_fixture(name, real_family_dir, tmp_path):
     preset = presets.read(name)
     fixture = real_family_dir(family_of(preset["model"]["base"]))
     local = {kind: [f"data/generated/{kind}.jsonl"] if preset["data"][kind] else [] for kind in preset["data"]
