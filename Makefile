@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 # The training image runs make with VENV=/opt/venv STAMP=: its venv is prebuilt (docker/train.Dockerfile).
 STAMP := $(VENV)/.installed
 TORCH := $(shell grep -E '^torch==' requirements.in)
+# Without an NVIDIA GPU, torch's CPU build (about 200 MB) from PyTorch's index where it is reachable: PyPI's is the
+# CUDA build (GBs). Asked only when setup runs.
+TORCH_CPU_INDEX = https://download.pytorch.org/whl/cpu
+TORCH_INDEX = $(shell nvidia-smi -L >/dev/null 2>&1 || { $(PYTHON) -c "import urllib.request as u; \
+	u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" 2>/dev/null && echo --extra-index-url $(TORCH_CPU_INDEX); })
 export PYTHONPATH := $(CURDIR)
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -73,7 +78,7 @@ $(STAMP): requirements.lock requirements.in requirements-gpu.lock
 	grep '^llama_cpp_python==' requirements.lock > $(VENV)/llama-cpp.txt
 	grep -v '^llama_cpp_python==' requirements.lock > $(VENV)/rest.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/llama-cpp.txt & \
-	  compile=$$!; $(BIN)/pip install -q "$(TORCH)" \
+	  compile=$$!; $(BIN)/pip install -q "$(TORCH)" $(TORCH_INDEX) \
 	  && $(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/rest.txt; rest=$$?; \
 	  wait $$compile && test $$rest = 0
 	$(LLAMA_CONVERTER)

@@ -148,7 +148,7 @@ def estimate(stage: str, p, shape: Shape, batch: int, dist: str, nproc: int, tfl
         activations = 2 * tokens * (shape.layers * h + per_layer)
     else:
         activations = 2 * tokens * shape.layers * per_layer
-    fused = getattr(p, "chunked_head", False) or getattr(p, "chunked_lm_head", False) in ("auto", True)
+    fused = getattr(p, "chunked_logprobs", False) or getattr(p, "chunked_lm_head", False) in ("auto", True)
     logits = 0 if fused or stage == "rm" else 10 * tokens * shape.vocab  # rm: a one-output head
     reference = weights if getattr(p, "reference", False) and not lora and not p.precompute_ref_log_probs else 0
     body = n - shape.other_params() + shape.vocab * shape.hidden  # the LM head's matmul counts, the lookup does not

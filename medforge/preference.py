@@ -166,11 +166,11 @@ class PairParams(TrainParams):
 class PreferenceParams(PairParams):
     """What the preference methods (DPO, ORPO, KTO, ...) share. The class attributes (not params) tell `make plan`
     what one training step holds: `paired`, chosen and rejected; `reference`, a reference model's forward too;
-    `chunked_head`, log-probabilities computed in chunks by TRL, never the whole logits."""
+    `chunked_logprobs`, log-probabilities computed in chunks by TRL, never the whole logits."""
     beta: float
     paired = True
     reference = False
-    chunked_head = False
+    chunked_logprobs = False
 
 
 def pair_records(stage: str, p: PairParams, tokenizer, path: str | Path, cache_dir: Path, tokenize: bool,

@@ -17,7 +17,7 @@ from medforge.train import TrainingRun, load_trainable, peft_config, training_ar
 class Params(ReferenceParams):
     loss_type: str  # any of TRL's DPO losses: sigmoid, ipo, hinge, robust, apo_zero, ...
     label_smoothing: float
-    chunked_head = True  # TRL 1.16's DPO
+    chunked_logprobs = True  # TRL 1.16's DPO
 
 
 def make_trainer(p: Params, mp, tokenizer, train, validation, output_dir: str, callbacks, **config):

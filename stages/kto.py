@@ -17,7 +17,7 @@ class Params(ReferenceParams):
     desirable_weight: float
     undesirable_weight: float
     paired = False  # single answers
-    chunked_head = True  # TRL 1.16's KTO
+    chunked_logprobs = True  # TRL 1.16's KTO
 
 
 def main() -> None:
