@@ -88,8 +88,8 @@ def test_a_preference_method_is_its_stage_module_and_its_section():
     del bad["preference"]["kto"]["beta"]
     with pytest.raises(ParamsError, match=r"^preference\.kto\.beta: missing key"):
         build(params.schema_of("kto", PARAMS), bad["preference"]["kto"], params.key_of("kto", PARAMS))
-    with pytest.raises(ParamsError, match="no section 'cpo'"):
-        params.schema_path("cpo", PARAMS)
+    with pytest.raises(ParamsError, match="no section 'ipo'"):
+        params.schema_path("ipo", PARAMS)
 
 
 def test_pipeline_align_names_an_alignment_stage(tmp_path):
