@@ -179,9 +179,10 @@ def main() -> None:
     if sys.argv[1:2] == ["times"]:
         times = stage_times(*sys.argv[2:])
         print("Wall time per stage (provenance):")
+        width = max(map(len, times), default=0)
         for stage, seconds in sorted(times.items(), key=lambda item: -item[1]):
-            print(f"  {stage:<18} {seconds:8.1f} s")
-        print(f"  {'all':<18} {sum(times.values()):8.1f} s")
+            print(f"  {stage:<{width}} {seconds:8.1f} s")
+        print(f"  {'all':<{width}} {sum(times.values()):8.1f} s")
     else:
         print(json.dumps(environment(), indent=2))
 
