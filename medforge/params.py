@@ -93,16 +93,24 @@ def build(schema: type, raw: dict, prefix: str):
 
 def schema_path(section: str, path: Path = PARAMS_FILE) -> str:
     """`module:Class` of `section`'s schema: a top-level section's, or a preference method's stage's Params."""
+    return _schema_path(section, preference_methods(path))
+
+
+def _schema_path(section: str, methods: list[str]) -> str:
     if section in SCHEMAS:
         return SCHEMAS[section]
-    if section in preference_methods(path):
+    if section in methods:
         return f"stages.{section}:Params"
     raise ParamsError(f"params.yaml has no section '{section}' (known: {', '.join(SCHEMAS)}, "
-                      f"and the methods under {PREFERENCE}: {', '.join(preference_methods(path))})")
+                      f"and the methods under {PREFERENCE}: {', '.join(methods)})")
 
 
 def schema_of(section: str, path: Path = PARAMS_FILE) -> type:
-    module, name = schema_path(section, path).split(":")
+    return _import(schema_path(section, path))
+
+
+def _import(schema: str) -> type:
+    module, name = schema.split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -175,13 +183,13 @@ def _put(node, override: dict, prefix: str) -> list[str]:
 def load(section: str, path: Path = PARAMS_FILE, **overrides):
     """params.yaml's `section` as its validated schema, with `overrides` (field: value) replacing fields. A schema
     with a `validate(path)` method checks its values against the rest of params.yaml."""
-    raw = load_raw(path)
-    key = key_of(section, path)
-    for part in key.split("."):
-        if part not in raw:
-            raise ParamsError(f"{path}: missing section '{key}'")
-        raw = raw[part] or {}
-    loaded = dataclasses.replace(build(schema_of(section, path), raw, key), **overrides)
+    raw = load_raw(path)  # read once: the section and the list of preference methods both come from it
+    methods = raw.get(PREFERENCE) or {}
+    key, values = (f"{PREFERENCE}.{section}", methods[section]) if section in methods else (section, raw.get(section))
+    if section not in methods and section not in raw:
+        raise ParamsError(f"{path}: missing section '{key}'")
+    schema = _import(_schema_path(section, list(methods)))
+    loaded = dataclasses.replace(build(schema, values or {}, key), **overrides)
     if hasattr(loaded, "validate"):
         loaded.validate(path)
     return loaded
